@@ -1,0 +1,392 @@
+//! The engine: decode → window → dedup → aggregate for each record, shared by
+//! any number of worker threads, and the readers that turn its state into the
+//! published shapes (snapshot, report, alerts).
+//!
+//! Sources (file, stdin, Kafka) own the I/O; they hand payload bytes to a
+//! [`Worker`] and deal with the [`Rejection`]s it returns (dead letters).
+
+use crate::aggregate::{Aggregator, Crossing, MerchantFigures, Summary};
+use crate::config::Settings;
+use crate::dedup::{DedupSet, Verdict};
+use crate::money::{self, format_fen};
+use crate::output::*;
+use crate::reject::{Reason, RejectCounters, RejectCounts, Rejection};
+use crate::time::EpochMillis;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Minutes of data carried by each live snapshot.
+const RECENT_MINUTES: usize = 30;
+
+/// The shared state of one processing pipeline.
+pub struct Engine {
+    settings: Settings,
+    dedup: DedupSet,
+    aggregator: Aggregator,
+    rejected: RejectCounters,
+    consumed: AtomicU64,
+    latency: Latency,
+}
+
+impl Engine {
+    /// A fresh engine.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            dedup: DedupSet::new(settings.dedup_max_ids, settings.dedup_retention),
+            aggregator: Aggregator::new(settings.window, &settings.thresholds),
+            settings,
+            rejected: RejectCounters::default(),
+            consumed: AtomicU64::new(0),
+            latency: Latency::new(),
+        }
+    }
+
+    /// The validated settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The aggregation state.
+    pub fn aggregator(&self) -> &Aggregator {
+        &self.aggregator
+    }
+
+    /// The redelivery set.
+    pub fn dedup(&self) -> &DedupSet {
+        &self.dedup
+    }
+
+    /// The latency histogram that sources record into.
+    pub fn latency(&self) -> &Latency {
+        &self.latency
+    }
+
+    /// A per-thread processing handle.
+    pub fn worker(&self) -> Worker<'_> {
+        Worker {
+            engine: self,
+            tally: self.aggregator.tally(),
+            consumed: 0,
+            rejected: RejectCounts::default(),
+        }
+    }
+
+    /// Records read so far (flushed batches).
+    pub fn consumed(&self) -> u64 {
+        self.consumed.load(Relaxed)
+    }
+
+    /// Rejections so far (flushed batches).
+    pub fn rejected(&self) -> RejectCounts {
+        self.rejected.load()
+    }
+
+    /// The contract figures now.
+    pub fn figures(&self) -> Figures {
+        let summary = self.aggregator.summary(self.settings.top_n);
+        self.figures_from(&summary)
+    }
+
+    fn figures_from(&self, summary: &Summary) -> Figures {
+        let window = self.aggregator.window();
+        let rejected = self.rejected();
+        Figures {
+            window: WindowRange {
+                start: window.start_rfc3339(),
+                end: window.end_rfc3339(),
+            },
+            gmv_cny: format_fen(summary.gmv),
+            gmv_usd: money::format_decimal_2dp(money::convert_from_fen(summary.gmv, self.settings.usd_per_cny)),
+            transactions: summary.transactions,
+            mobile_gmv_cny: format_fen(summary.mobile_gmv),
+            mobile_share: share(summary.mobile_gmv, summary.gmv),
+            peak_tps: summary.peak_tps,
+            peak_second: summary.peak_second.map(|t| window.format(t)),
+            merchants: summary.merchants,
+            thresholds: self
+                .aggregator
+                .thresholds()
+                .iter()
+                .zip(&summary.threshold_merchants)
+                .map(|(&fen, &merchants)| ThresholdCount {
+                    cny: format_fen(fen),
+                    merchants,
+                })
+                .collect(),
+            rejected,
+            accounting: Accounting {
+                consumed: self.consumed(),
+                counted: summary.transactions,
+                rejected: rejected.total(),
+                partitions: Vec::new(),
+            },
+            top_merchants: summary.top.iter().map(top_merchant).collect(),
+        }
+    }
+
+    /// A live snapshot.
+    pub fn snapshot(&self, seq: u64, publish_interval_ms: u64) -> Snapshot {
+        let summary = self.aggregator.summary(self.settings.top_n);
+        let window = self.aggregator.window();
+        let minutes = self.aggregator.per_minute();
+        let last_with_data = minutes.iter().rposition(|m| m.transactions > 0);
+        let recent_minutes = match last_with_data {
+            Some(last) => minutes[last.saturating_sub(RECENT_MINUTES - 1)..=last]
+                .iter()
+                .filter(|m| m.transactions > 0)
+                .map(|m| self.minute_record(m.minute, m.gmv, m.mobile_gmv, m.transactions))
+                .collect(),
+            None => Vec::new(),
+        };
+        Snapshot {
+            seq,
+            as_of: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            watermark: summary.watermark.map(|w| window.format(w)),
+            publish_interval_ms,
+            current_tps: summary.current_tps,
+            figures: self.figures_from(&summary),
+            recent_minutes,
+            latency_ms: self.latency.percentiles(),
+        }
+    }
+
+    fn minute_record(&self, minute: usize, gmv: u64, mobile_gmv: u64, transactions: u64) -> MinuteRecord {
+        let window = self.aggregator.window();
+        MinuteRecord {
+            minute: window.format(window.start_millis() + minute as i64 * 60_000),
+            gmv_cny: format_fen(gmv),
+            mobile_gmv_cny: format_fen(mobile_gmv),
+            transactions,
+        }
+    }
+
+    /// The final report of a run.
+    pub fn report(&self) -> Report {
+        let window = self.aggregator.window();
+        let mut per_second = self.aggregator.per_second();
+        let used = per_second.iter().rposition(|&c| c > 0).map_or(0, |last| last + 1);
+        per_second.truncate(used);
+        Report {
+            schema_version: REPORT_SCHEMA_VERSION,
+            figures: self.figures(),
+            latency_ms: self.latency.percentiles(),
+            dedup: DedupFigures {
+                ids_held: self.dedup.len() as u64,
+                bytes: self.dedup.allocated_bytes() as u64,
+            },
+            series: Series {
+                per_second: PerSecond {
+                    start: window.start_rfc3339(),
+                    counts: per_second,
+                },
+                per_minute: self
+                    .aggregator
+                    .per_minute()
+                    .into_iter()
+                    .filter(|m| m.transactions > 0)
+                    .map(|m| self.minute_record(m.minute, m.gmv, m.mobile_gmv, m.transactions))
+                    .collect(),
+            },
+            alerts: self.alert_records(0),
+        }
+    }
+
+    /// Threshold alerts from crossing index `from` on.
+    pub fn alert_records(&self, from: usize) -> Vec<AlertRecord> {
+        self.aggregator
+            .crossings_since(from)
+            .iter()
+            .map(|c| self.alert_record(c))
+            .collect()
+    }
+
+    /// One crossing as the published alert.
+    pub fn alert_record(&self, crossing: &Crossing) -> AlertRecord {
+        AlertRecord {
+            merchant_id: crossing.merchant_id.clone(),
+            threshold_cny: format_fen(crossing.threshold),
+            gmv_cny: format_fen(crossing.gmv_at_crossing),
+            settled_at: self.aggregator.window().format(crossing.settled_at),
+        }
+    }
+}
+
+/// One merchant as listed in top lists and the HTTP API.
+pub fn top_merchant(m: &MerchantFigures) -> TopMerchant {
+    TopMerchant {
+        merchant_id: m.merchant_id.clone(),
+        gmv_cny: format_fen(m.gmv),
+        transactions: m.transactions,
+        mobile_share: share(m.mobile_gmv, m.gmv),
+    }
+}
+
+/// A thread's processing handle. Counters are kept locally and published by
+/// [`Worker::flush`] (call it after each batch; dropping the worker flushes).
+pub struct Worker<'e> {
+    engine: &'e Engine,
+    tally: crate::aggregate::Tally<'e>,
+    consumed: u64,
+    rejected: RejectCounts,
+}
+
+impl Worker<'_> {
+    /// Processes one record: counts it, or returns why not. The caller keeps
+    /// the payload of a rejection (dead letter).
+    pub fn process(&mut self, payload: &[u8]) -> Result<(), Rejection> {
+        self.consumed += 1;
+        let outcome = self.count(payload);
+        if let Err(rejection) = &outcome {
+            self.rejected.bump(rejection.reason);
+        }
+        outcome
+    }
+
+    fn count(&mut self, payload: &[u8]) -> Result<(), Rejection> {
+        let settings = &self.engine.settings;
+        if payload.len() > settings.max_event_bytes {
+            return Err(Rejection::new(Reason::Oversize, "record exceeds engine.max_event_bytes"));
+        }
+        let event = settings.decoder.decode(payload)?;
+        if !settings.window.contains(event.settled_at) {
+            return Err(Rejection::new(Reason::OutsideWindow, "settled_at is outside the festival window"));
+        }
+        match self
+            .engine
+            .dedup
+            .check_and_insert(&event.txn_id, event.fingerprint, event.settled_at)
+        {
+            Verdict::New => {}
+            Verdict::Duplicate => {
+                return Err(Rejection::new(Reason::Duplicate, "txn_id already counted with the same content"))
+            }
+            Verdict::Conflict => {
+                return Err(Rejection::new(Reason::Conflict, "txn_id already counted with different content"))
+            }
+        }
+        self.tally
+            .add(&event.merchant_id, event.amount_fen, event.mobile, event.settled_at);
+        Ok(())
+    }
+
+    /// Publishes this worker's batched counters.
+    pub fn flush(&mut self) {
+        self.tally.flush();
+        if self.consumed > 0 {
+            for reason in Reason::ALL {
+                let n = self.rejected.get(reason);
+                if n > 0 {
+                    self.engine.rejected.add(reason, n);
+                }
+            }
+            self.engine.consumed.fetch_add(self.consumed, Relaxed);
+            self.consumed = 0;
+            self.rejected = RejectCounts::default();
+        }
+    }
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// A latency histogram in microseconds; sources record once per batch with
+/// the batch's event count, so the hot path pays nothing per event.
+pub struct Latency {
+    histogram: Mutex<Histogram<u64>>,
+}
+
+impl Latency {
+    fn new() -> Self {
+        Self {
+            // 1 µs to 1 h at 3 significant digits.
+            histogram: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid"),
+            ),
+        }
+    }
+
+    /// Records `count` events that each took `micros`.
+    pub fn record(&self, micros: u64, count: u64) {
+        let _ = self.histogram.lock().record_n(micros.max(1), count);
+    }
+
+    /// Records latency from an event-time-like wall clock (ms) to now.
+    pub fn record_since(&self, since: EpochMillis, now: EpochMillis, count: u64) {
+        let micros = u64::try_from(now.saturating_sub(since)).unwrap_or(0) * 1000;
+        self.record(micros, count);
+    }
+
+    /// Percentiles so far, milliseconds.
+    pub fn percentiles(&self) -> LatencyMs {
+        let h = self.histogram.lock();
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        LatencyMs {
+            p50: ms(h.value_at_quantile(0.5)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            count: h.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(txn: &str, merchant: &str, amount: &str, channel: &str, at: &str) -> String {
+        format!(
+            r#"{{"txn_id":"{txn}","merchant_id":"{merchant}","amount":"{amount}","channel":"{channel}","settled_at":"{at}"}}"#
+        )
+    }
+
+    #[test]
+    fn duplicate_txn_is_counted_once_and_conflict_never() {
+        let engine = Engine::new(Settings::defaults());
+        let mut w = engine.worker();
+        let e = event("t1", "m1", "10.00", "mobile", "2017-11-11T00:00:01+08:00");
+        assert!(w.process(e.as_bytes()).is_ok());
+        assert_eq!(w.process(e.as_bytes()).unwrap_err().reason, Reason::Duplicate);
+        let changed = event("t1", "m1", "11.00", "mobile", "2017-11-11T00:00:01+08:00");
+        assert_eq!(w.process(changed.as_bytes()).unwrap_err().reason, Reason::Conflict);
+        let outside = event("t2", "m1", "10.00", "pc", "2017-11-12T00:00:00+08:00");
+        assert_eq!(w.process(outside.as_bytes()).unwrap_err().reason, Reason::OutsideWindow);
+        drop(w);
+        let f = engine.figures();
+        assert_eq!(f.gmv_cny, "10.00");
+        assert_eq!(f.accounting.consumed, 4);
+        assert_eq!(f.accounting.counted, 1);
+        assert_eq!(f.accounting.rejected, 3);
+        assert_eq!(f.rejected.get(Reason::Duplicate), 1);
+        assert_eq!(f.rejected.get(Reason::Conflict), 1);
+    }
+
+    #[test]
+    fn oversize_records_are_refused_before_parsing() {
+        let engine = Engine::new(Settings::defaults());
+        let huge = vec![b' '; engine.settings().max_event_bytes + 1];
+        assert_eq!(engine.worker().process(&huge).unwrap_err().reason, Reason::Oversize);
+    }
+
+    #[test]
+    fn report_figures_match_contract_shape() {
+        let engine = Engine::new(Settings::defaults());
+        let mut w = engine.worker();
+        for txn in ["t1", "t2"] {
+            w.process(event(txn, "m1", "60000000.00", "mobile", "2017-11-11T00:00:05+08:00").as_bytes())
+                .unwrap();
+        }
+        drop(w);
+        let report = serde_json::to_value(engine.report()).unwrap();
+        assert_eq!(report["gmv_cny"], "120000000.00");
+        assert_eq!(report["gmv_usd"], "18048000.00");
+        assert_eq!(report["peak_second"], "2017-11-11T00:00:05+08:00");
+        assert_eq!(report["thresholds"][0]["merchants"], 1);
+        assert_eq!(report["alerts"][0]["threshold_cny"], "100000000.00");
+        assert_eq!(report["series"]["per_second"]["counts"].as_array().unwrap().len(), 6);
+    }
+}

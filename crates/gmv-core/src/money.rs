@@ -1,0 +1,246 @@
+//! Exact money. Inside the engine every amount is an integer number of fen
+//! (CNY minor units, 1/100 yuan) in a `u64`; `rust_decimal` is used only at
+//! the edges: parsing amounts that are not plain `123.45` text, converting a
+//! foreign currency at a configured rate, and printing decimal strings.
+//!
+//! Nothing here ever goes through `f64`.
+
+use rust_decimal::prelude::*;
+use rust_decimal::RoundingStrategy;
+
+/// An amount in fen (1/100 CNY).
+pub type Fen = u64;
+
+/// Why an amount's text was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    /// Not a decimal number (letters, empty, a JSON value of another type...).
+    #[error("amount is not a decimal number")]
+    NotANumber,
+    /// Zero or negative.
+    #[error("amount must be greater than zero")]
+    NotPositive,
+    /// More than two decimal places of value (e.g. `1.005`).
+    #[error("amount has more than 2 decimal places")]
+    TooPrecise,
+    /// Larger than the configured per-transaction maximum.
+    #[error("amount exceeds the per-transaction maximum")]
+    TooLarge,
+}
+
+/// The longest integer part the fast path takes: 15 digits keeps `digits * 100`
+/// far inside `u64`, and anything longer is handed to `rust_decimal`.
+const FAST_MAX_INT_DIGITS: usize = 15;
+
+/// Parses an amount's text (a JSON string's content or a JSON number's text)
+/// into minor units (hundredths) without rounding.
+///
+/// Plain `digits[.d[d]]` text takes an integer fast path; anything else
+/// (exponents, trailing zeros past two places, signs) is parsed by
+/// `rust_decimal`, and the two agree on every input the fast path accepts
+/// (a property test checks this).
+pub fn parse_minor_units(text: &str) -> Result<u64, AmountError> {
+    match parse_plain(text.as_bytes()) {
+        Some(units) if units == 0 => Err(AmountError::NotPositive),
+        Some(units) => Ok(units),
+        None => parse_decimal(text),
+    }
+}
+
+/// The fast path: `^[0-9]{1,15}(\.[0-9]{1,2})?$`.
+fn parse_plain(bytes: &[u8]) -> Option<u64> {
+    let (int_part, frac_part) = match bytes.iter().position(|&b| b == b'.') {
+        Some(dot) => (&bytes[..dot], &bytes[dot + 1..]),
+        None => (bytes, &b""[..]),
+    };
+    if int_part.is_empty() || int_part.len() > FAST_MAX_INT_DIGITS {
+        return None;
+    }
+    let has_dot = int_part.len() != bytes.len();
+    if has_dot && (frac_part.is_empty() || frac_part.len() > 2) {
+        return None;
+    }
+    let mut units: u64 = 0;
+    for &b in int_part {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        units = units * 10 + u64::from(b - b'0');
+    }
+    let mut frac: u64 = 0;
+    for &b in frac_part {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        frac = frac * 10 + u64::from(b - b'0');
+    }
+    if frac_part.len() == 1 {
+        frac *= 10;
+    }
+    Some(units * 100 + frac)
+}
+
+/// The general path, through `rust_decimal`, for text the fast path declines.
+fn parse_decimal(text: &str) -> Result<u64, AmountError> {
+    let value = if text.bytes().any(|b| b == b'e' || b == b'E') {
+        Decimal::from_scientific(text)
+    } else {
+        Decimal::from_str_exact(text)
+    }
+    .map_err(|_| AmountError::NotANumber)?;
+    decimal_to_minor_units(value)
+}
+
+/// Converts an exact decimal into hundredths, refusing anything that would
+/// need rounding.
+pub fn decimal_to_minor_units(value: Decimal) -> Result<u64, AmountError> {
+    if value <= Decimal::ZERO {
+        return Err(AmountError::NotPositive);
+    }
+    let value = value.normalize();
+    if value.scale() > 2 {
+        return Err(AmountError::TooPrecise);
+    }
+    let hundredths = value
+        .checked_mul(Decimal::ONE_HUNDRED)
+        .ok_or(AmountError::TooLarge)?;
+    hundredths.to_u64().ok_or(AmountError::TooLarge)
+}
+
+/// Converts foreign minor units to fen at `cny_per_unit`, rounding half to
+/// even (banker's rounding) to the nearest fen, so that conversion errors do
+/// not drift in one direction over millions of events.
+pub fn convert_to_fen(minor_units: u64, cny_per_unit: Decimal) -> Result<Fen, AmountError> {
+    let amount = Decimal::from_i128_with_scale(i128::from(minor_units), 2);
+    let cny = amount
+        .checked_mul(cny_per_unit)
+        .ok_or(AmountError::TooLarge)?
+        .round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
+    // A tiny foreign amount can round to zero fen: refused as not positive.
+    decimal_to_minor_units(cny)
+}
+
+/// Fen as an exact `Decimal` in yuan (`12345` → `123.45`).
+pub fn fen_to_decimal(fen: Fen) -> Decimal {
+    Decimal::from_i128_with_scale(i128::from(fen), 2)
+}
+
+/// Fen as the contract's money string: yuan with exactly two places.
+pub fn format_fen(fen: Fen) -> String {
+    let mut text = String::with_capacity(24);
+    push_fen(&mut text, fen);
+    text
+}
+
+/// Appends `fen` as yuan with exactly two places.
+pub fn push_fen(out: &mut String, fen: Fen) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{}.{:02}", fen / 100, fen % 100);
+}
+
+/// Parses a configured yuan amount (e.g. a threshold `"100000000.00"`) into fen.
+pub fn parse_cny(text: &str) -> Result<Fen, AmountError> {
+    parse_minor_units(text.trim())
+}
+
+/// Converts a CNY total in fen to another currency's minor units at
+/// `units_per_cny`, rounding half to even. Used for the USD headline figure.
+pub fn convert_from_fen(fen: Fen, units_per_cny: Decimal) -> Decimal {
+    fen_to_decimal(fen)
+        .checked_mul(units_per_cny)
+        .unwrap_or(Decimal::MAX)
+        .round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven)
+}
+
+/// Formats a decimal amount with exactly two places (`25.3` → `"25.30"`).
+pub fn format_decimal_2dp(value: Decimal) -> String {
+    let mut value = value.round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
+    value.rescale(2);
+    value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn plain_amounts_become_fen() {
+        assert_eq!(parse_minor_units("1299.00"), Ok(129_900));
+        assert_eq!(parse_minor_units("1299.5"), Ok(129_950));
+        assert_eq!(parse_minor_units("0.01"), Ok(1));
+        assert_eq!(parse_minor_units("7"), Ok(700));
+    }
+
+    #[test]
+    fn trailing_zeros_beyond_two_places_are_exact_and_accepted() {
+        assert_eq!(parse_minor_units("12.500"), Ok(1250));
+        assert_eq!(parse_minor_units("1.2e2"), Ok(12_000));
+    }
+
+    #[test]
+    fn three_decimal_places_of_value_are_refused() {
+        assert_eq!(parse_minor_units("1.005"), Err(AmountError::TooPrecise));
+        assert_eq!(parse_minor_units("1e-3"), Err(AmountError::TooPrecise));
+    }
+
+    #[test]
+    fn zero_negative_and_garbage_are_refused() {
+        assert_eq!(parse_minor_units("0.00"), Err(AmountError::NotPositive));
+        assert_eq!(parse_minor_units("-5.00"), Err(AmountError::NotPositive));
+        assert_eq!(parse_minor_units(""), Err(AmountError::NotANumber));
+        assert_eq!(parse_minor_units("12,00"), Err(AmountError::NotANumber));
+        assert_eq!(parse_minor_units("1.2.3"), Err(AmountError::NotANumber));
+        assert_eq!(parse_minor_units("true"), Err(AmountError::NotANumber));
+        assert_eq!(parse_minor_units("NaN"), Err(AmountError::NotANumber));
+    }
+
+    #[test]
+    fn huge_numbers_are_refused_not_wrapped() {
+        assert_eq!(
+            parse_minor_units("99999999999999999999999999999999999999"),
+            Err(AmountError::NotANumber)
+        );
+        assert_eq!(parse_minor_units("1e40"), Err(AmountError::NotANumber));
+        assert_eq!(parse_minor_units("184467440737095516.16"), Err(AmountError::TooLarge));
+    }
+
+    #[test]
+    fn conversion_rounds_half_to_even() {
+        let half = Decimal::from_str("0.5").unwrap();
+        assert_eq!(convert_to_fen(1, half), Err(AmountError::NotPositive)); // 0.005 → 0.00
+        assert_eq!(convert_to_fen(3, half), Ok(2)); // 0.015 → 0.02
+        assert_eq!(convert_to_fen(5, half), Ok(2)); // 0.025 → 0.02
+        let usd = Decimal::from_str("6.6490").unwrap();
+        assert_eq!(convert_to_fen(10_000, usd), Ok(66_490));
+    }
+
+    #[test]
+    fn money_strings_have_two_places() {
+        assert_eq!(format_fen(0), "0.00");
+        assert_eq!(format_fen(5), "0.05");
+        assert_eq!(format_fen(16_820_000_000_000), "168200000000.00");
+        let usd = convert_from_fen(16_820_000_000_000, Decimal::from_str("0.1504").unwrap());
+        assert_eq!(format_decimal_2dp(usd), "25297280000.00");
+    }
+
+    proptest! {
+        #[test]
+        fn fast_path_agrees_with_rust_decimal(int in "[0-9]{1,15}", frac in proptest::option::of("[0-9]{1,2}")) {
+            let text = match &frac { Some(f) => format!("{int}.{f}"), None => int.clone() };
+            prop_assert_eq!(parse_minor_units(&text), parse_decimal(&text));
+        }
+
+        #[test]
+        fn format_then_parse_round_trips(fen in 1u64..=1_000_000_000_000_000) {
+            prop_assert_eq!(parse_minor_units(&format_fen(fen)), Ok(fen));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,40}") {
+            let _ = parse_minor_units(&text);
+        }
+    }
+}
