@@ -14,6 +14,7 @@
 //! - [`output`]: the published JSON shapes (report, snapshot, alert).
 //! - [`reject`]: rejection reasons and their counters.
 //! - [`config`]: the engine's configuration sections and their validation.
+//! - [`sink`]: the dead-letter and live-output interfaces the I/O crates implement.
 #![deny(missing_docs)]
 
 pub mod aggregate;
@@ -24,6 +25,7 @@ pub mod event;
 pub mod money;
 pub mod output;
 pub mod reject;
+pub mod sink;
 pub mod time;
 
 pub use config::Settings;

@@ -1,0 +1,1 @@
+//! gmv-kafka (being written)

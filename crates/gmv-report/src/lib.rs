@@ -1,0 +1,1 @@
+//! gmv-report (being written)

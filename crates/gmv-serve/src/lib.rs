@@ -1,0 +1,1 @@
+//! gmv-serve (being written)
