@@ -189,7 +189,23 @@ impl Engine {
                     .collect(),
             },
             alerts: self.alert_records(0),
+            merchant_list: self.merchant_list(),
         }
+    }
+
+    /// Every merchant, biggest GMV first (ties by id).
+    pub fn merchant_list(&self) -> Vec<MerchantRecord> {
+        let mut merchants = self.aggregator.merchants();
+        merchants.sort_unstable_by(|a, b| b.gmv.cmp(&a.gmv).then_with(|| a.merchant_id.cmp(&b.merchant_id)));
+        merchants
+            .into_iter()
+            .map(|m| MerchantRecord {
+                gmv_cny: format_fen(m.gmv),
+                mobile_gmv_cny: format_fen(m.mobile_gmv),
+                transactions: m.transactions,
+                merchant_id: m.merchant_id,
+            })
+            .collect()
     }
 
     /// Threshold alerts from crossing index `from` on.

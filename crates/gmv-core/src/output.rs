@@ -214,6 +214,22 @@ pub struct Report {
     pub series: Series,
     /// Every threshold crossing, in the order announced.
     pub alerts: Vec<AlertRecord>,
+    /// Every merchant with counted GMV, biggest first (ties by id).
+    #[serde(default)]
+    pub merchant_list: Vec<MerchantRecord>,
+}
+
+/// One merchant's final figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantRecord {
+    /// The merchant.
+    pub merchant_id: String,
+    /// Window GMV, CNY.
+    pub gmv_cny: String,
+    /// Mobile GMV, CNY.
+    pub mobile_gmv_cny: String,
+    /// Counted transactions.
+    pub transactions: u64,
 }
 
 /// `numerator / denominator` as a fraction; 0 when there is nothing.
