@@ -221,7 +221,7 @@ mod tests {
 
     fn decoder() -> Decoder {
         let rates = CurrencyTable::new([("USD".to_string(), Decimal::from_str("6.6490").unwrap())]);
-        Decoder::new(rates, 100_000_000_00)
+        Decoder::new(rates, 100_000_000 * 100)
     }
 
     fn reason(payload: &str) -> Reason {

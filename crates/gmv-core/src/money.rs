@@ -41,7 +41,7 @@ const FAST_MAX_INT_DIGITS: usize = 15;
 /// (a property test checks this).
 pub fn parse_minor_units(text: &str) -> Result<u64, AmountError> {
     match parse_plain(text.as_bytes()) {
-        Some(units) if units == 0 => Err(AmountError::NotPositive),
+        Some(0) => Err(AmountError::NotPositive),
         Some(units) => Ok(units),
         None => parse_decimal(text),
     }

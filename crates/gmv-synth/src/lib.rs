@@ -89,7 +89,7 @@ pub struct SynthRecord {
 }
 
 /// Largest amount generated, fen (the engine's default per-transaction maximum).
-const MAX_AMOUNT_FEN: u64 = 100_000_000_00;
+const MAX_AMOUNT_FEN: u64 = 100_000_000 * 100;
 
 /// Relative transaction intensity at second `s` of a day: the shape of 11.11.
 fn intensity(s: f64) -> f64 {

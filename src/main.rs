@@ -1,0 +1,451 @@
+//! `gmv`: the gmv-stream binary. Subcommands wire the library crates
+//! together: `run` (a file or stdin through the engine to a report), `demo`
+//! (the synthetic 11.11 day through the same pipeline), `generate` (write the
+//! synthetic stream) and `config` (print the merged configuration).
+//!
+//! # Layout
+//! - [`config`]: the layered configuration tree and its validation.
+//! - [`source`]: record sources filling recycled batches.
+//! - [`pipeline`]: reader → workers → publisher threads around one engine.
+//! - [`sinks`]: dead-letter and alert files.
+
+mod config;
+mod pipeline;
+mod sinks;
+mod source;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use config::{Config, Loaded};
+use figment::providers::Serialized;
+use figment::Figment;
+use gmv_core::output::Report;
+use gmv_core::sink::LiveSink;
+use gmv_core::Engine;
+use gmv_synth::SynthConfig;
+use pipeline::PipelineOptions;
+use sinks::{AlertFile, DeadLetterFile};
+use source::{LineSource, Source, SynthSource};
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Exit code for invalid configuration or usage.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code when a signal stopped the run before the input ended.
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(
+    name = "gmv",
+    version,
+    about = "Real-time GMV analytics over settled-transaction streams"
+)]
+struct Cli {
+    /// A TOML file layered over the embedded defaults (see config/default.toml).
+    #[arg(long, short, global = true, env = "GMV_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format on stderr (level via RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Process newline-delimited JSON events from a file or stdin and write the final report.
+    Run(RunArgs),
+    /// Run the synthetic 11.11 day through the engine and print the day's figures.
+    Demo(DemoArgs),
+    /// Write the synthetic 11.11 stream as newline-delimited JSON.
+    Generate(GenerateArgs),
+    /// Print the merged configuration (defaults, file, environment) as TOML.
+    Config,
+}
+
+/// Flags shared by every command that processes events.
+#[derive(Args)]
+struct EngineFlags {
+    /// Worker threads (overrides engine.workers; 0 = one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Snapshot cadence, e.g. 500ms (overrides publish.interval).
+    #[arg(long)]
+    publish_interval: Option<String>,
+    /// JSON-lines file for rejected records (overrides dead_letter.path).
+    #[arg(long)]
+    dead_letter: Option<PathBuf>,
+    /// Where to write the final report JSON (default: stdout for `run`, nowhere for `demo`).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Also write each threshold alert as a JSON line here.
+    #[arg(long)]
+    alerts: Option<PathBuf>,
+    /// Progress line on stderr: auto (when stderr is a terminal), always or never.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    progress: Progress,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Input file of newline-delimited JSON events, or `-` for stdin.
+    #[arg(long, short)]
+    input: PathBuf,
+    #[command(flatten)]
+    engine: EngineFlags,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Records to generate.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Records per second; 0 = as fast as the engine goes.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Seed of the synthetic stream.
+    #[arg(long, default_value_t = 11)]
+    seed: u64,
+    #[command(flatten)]
+    engine: EngineFlags,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Records to write (including repeats and bad records).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Seed: the same seed and flags always give the same bytes.
+    #[arg(long, default_value_t = 11)]
+    seed: u64,
+    /// Output file, or `-` for stdout.
+    #[arg(long, short, default_value = "-")]
+    output: PathBuf,
+    /// Distinct merchants.
+    #[arg(long, default_value_t = 140_000)]
+    merchants: u64,
+    /// Share of verbatim redeliveries.
+    #[arg(long, default_value_t = 0.002)]
+    duplicate_share: f64,
+    /// Share of txn_id reuses with different content.
+    #[arg(long, default_value_t = 0.0002)]
+    conflict_share: f64,
+    /// Share of malformed or invalid records.
+    #[arg(long, default_value_t = 0.001)]
+    malformed_share: f64,
+    /// Share of events outside the festival window.
+    #[arg(long, default_value_t = 0.001)]
+    outside_window_share: f64,
+    /// Share of events in a foreign currency.
+    #[arg(long, default_value_t = 0.01)]
+    foreign_share: f64,
+    /// No repeats, bad records, foreign currency or out-of-window events.
+    #[arg(long)]
+    clean: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(problems) = e.downcast_ref::<config::ConfigProblems>() {
+                eprint!("gmv: {problems}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("gmv: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn execute(cli: Cli) -> Result<ExitCode> {
+    let config_file = cli.config.as_deref();
+    match cli.command {
+        Command::Config => {
+            let loaded = Config::load(config_file, &Figment::new())?;
+            print!(
+                "{}",
+                toml::to_string_pretty(&loaded.config).context("printing the configuration")?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate(args) => generate(&args, config_file),
+        Command::Run(args) => {
+            let loaded = Config::load(config_file, &overrides(&args.engine))?;
+            let hold_limit = loaded.settings.max_event_bytes.max(16 << 20) + 1;
+            let source: Box<dyn Source> = if args.input.as_os_str() == "-" {
+                Box::new(LineSource::new("stdin", Box::new(io::stdin()), hold_limit))
+            } else {
+                let file = File::open(&args.input)
+                    .with_context(|| format!("opening input {}", args.input.display()))?;
+                let name = args.input.display().to_string();
+                Box::new(LineSource::new(
+                    name,
+                    Box::new(file) as Box<dyn Read + Send>,
+                    hold_limit,
+                ))
+            };
+            process(&loaded, source, &args.engine, Output::ReportToStdout)
+        }
+        Command::Demo(args) => {
+            let loaded = Config::load(config_file, &overrides(&args.engine))?;
+            let synth = SynthConfig {
+                events: args.events,
+                seed: args.seed,
+                window: loaded.settings.window,
+                ..SynthConfig::default()
+            };
+            tracing::info!(
+                events = args.events,
+                rate = args.rate,
+                "demo: the synthetic 11.11 day"
+            );
+            let source = Box::new(SynthSource::new(synth, Some(args.rate)));
+            process(&loaded, source, &args.engine, Output::Summary)
+        }
+    }
+}
+
+/// CLI flags as the top configuration layer.
+fn overrides(flags: &EngineFlags) -> Figment {
+    let mut figment = Figment::new();
+    if let Some(workers) = flags.workers {
+        figment = figment.merge(Serialized::default("engine.workers", workers));
+    }
+    if let Some(interval) = &flags.publish_interval {
+        figment = figment.merge(Serialized::default("publish.interval", interval));
+    }
+    if let Some(path) = &flags.dead_letter {
+        figment = figment.merge(Serialized::default("dead_letter.path", path));
+    }
+    figment
+}
+
+#[derive(Clone, Copy)]
+enum Output {
+    ReportToStdout,
+    Summary,
+}
+
+fn process(
+    loaded: &Loaded,
+    source: Box<dyn Source>,
+    flags: &EngineFlags,
+    output: Output,
+) -> Result<ExitCode> {
+    let engine = Engine::new(loaded.settings.clone());
+    let dead_letters = DeadLetterFile::open(&loaded.config.dead_letter.path)?;
+    let mut live: Vec<Arc<dyn LiveSink>> = Vec::new();
+    let alerts = flags.alerts.as_deref().map(AlertFile::create).transpose()?;
+    if let Some(alerts) = &alerts {
+        live.push(alerts.clone());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let show_progress = match flags.progress {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => io::stderr().is_terminal(),
+    };
+    let workers = loaded.settings.workers;
+    tracing::info!(workers, dead_letters = %dead_letters.path().display(), "processing");
+    let outcome = pipeline::run(
+        &engine,
+        source,
+        PipelineOptions {
+            workers,
+            dead_letters: &dead_letters,
+            live,
+            publish_interval: loaded.config.publish.interval,
+            stop: stop.clone(),
+            on_tick: show_progress.then(|| progress_line()),
+        },
+    )
+    .context("processing")?;
+    if show_progress {
+        eprintln!();
+    }
+    if let Some(alerts) = &alerts {
+        alerts.finish().context("writing alerts")?;
+    }
+    let report = engine.report();
+    let seconds = outcome.elapsed.as_secs_f64().max(1e-9);
+    tracing::info!(
+        consumed = report.figures.accounting.consumed,
+        rejected = report.figures.accounting.rejected,
+        dead_letters = dead_letters.kept(),
+        snapshots = outcome.snapshots,
+        seconds = format!("{seconds:.3}"),
+        events_per_second = (report.figures.accounting.consumed as f64 / seconds) as u64,
+        "done"
+    );
+    match (&flags.report, output) {
+        (Some(path), _) => write_report(&report, path)?,
+        (None, Output::ReportToStdout) => {
+            let mut out = io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &report).context("writing the report")?;
+            writeln!(out)?;
+        }
+        (None, Output::Summary) => {}
+    }
+    if matches!(output, Output::Summary) {
+        print!("{}", summary(&report, outcome.elapsed));
+    }
+    if outcome.completed {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        tracing::warn!(
+            "stopped by a signal before the input ended; the report covers what was read"
+        );
+        Ok(ExitCode::from(EXIT_INTERRUPTED))
+    }
+}
+
+/// A progress printer for the publisher's ticks: at most once a second.
+fn progress_line() -> pipeline::OnTick<'static> {
+    let mut last = Instant::now() - Duration::from_secs(1);
+    Box::new(move |engine, elapsed| {
+        if last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        last = Instant::now();
+        let consumed = engine.consumed();
+        let summary = engine.aggregator().summary(0);
+        let rate = consumed as f64 / elapsed.as_secs_f64().max(1e-9);
+        eprint!(
+            "\r{consumed} records  {:.2}M/s  GMV CNY {}  rejected {}   ",
+            rate / 1e6,
+            gmv_core::money::format_fen(summary.gmv),
+            engine.rejected().total()
+        );
+    })
+}
+
+/// Writes the report atomically (temporary file, then rename).
+fn write_report(report: &Report, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut out =
+        BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+    serde_json::to_writer_pretty(&mut out, report)?;
+    out.write_all(b"\n")?;
+    out.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    tracing::info!(path = %path.display(), "report written");
+    Ok(())
+}
+
+/// The day's figures in a few lines, in the style of the 11.11 press release.
+fn summary(report: &Report, elapsed: Duration) -> String {
+    let f = &report.figures;
+    let mut out = format!(
+        "GMV CNY {} (US${}) from {} transactions; {:.1}% on mobile\n",
+        f.gmv_cny,
+        f.gmv_usd,
+        f.transactions,
+        f.mobile_share * 100.0
+    );
+    for t in &f.thresholds {
+        out += &format!("  merchants over CNY {}: {}\n", t.cny, t.merchants);
+    }
+    out += &format!(
+        "peak {} transactions/s at {}; {} merchants\n",
+        f.peak_tps,
+        f.peak_second.as_deref().unwrap_or("-"),
+        f.merchants
+    );
+    out += &format!(
+        "accounting: consumed {} = counted {} + rejected {} ({:.2}s, {:.2}M records/s)\n",
+        f.accounting.consumed,
+        f.accounting.counted,
+        f.accounting.rejected,
+        elapsed.as_secs_f64(),
+        f.accounting.consumed as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
+    );
+    out
+}
+
+fn generate(args: &GenerateArgs, config_file: Option<&Path>) -> Result<ExitCode> {
+    let loaded = Config::load(config_file, &Figment::new())?;
+    for (name, share) in [
+        ("--duplicate-share", args.duplicate_share),
+        ("--conflict-share", args.conflict_share),
+        ("--malformed-share", args.malformed_share),
+        ("--outside-window-share", args.outside_window_share),
+        ("--foreign-share", args.foreign_share),
+    ] {
+        if !(0.0..=0.5).contains(&share) {
+            bail!("{name} must be between 0 and 0.5, got {share}");
+        }
+    }
+    if args.merchants == 0 {
+        bail!("--merchants must be at least 1");
+    }
+    let mut synth = SynthConfig {
+        events: args.events,
+        seed: args.seed,
+        merchants: args.merchants,
+        duplicate_share: args.duplicate_share,
+        conflict_share: args.conflict_share,
+        malformed_share: args.malformed_share,
+        outside_window_share: args.outside_window_share,
+        foreign_share: args.foreign_share,
+        window: loaded.settings.window,
+        ..SynthConfig::default()
+    };
+    if args.clean {
+        synth = synth.clean();
+    }
+    let sink: Box<dyn Write> = if args.output.as_os_str() == "-" {
+        Box::new(io::stdout().lock())
+    } else {
+        Box::new(
+            File::create(&args.output)
+                .with_context(|| format!("creating {}", args.output.display()))?,
+        )
+    };
+    let mut out = BufWriter::with_capacity(1 << 20, sink);
+    for record in gmv_synth::Generator::new(synth) {
+        out.write_all(&record.payload)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush().context("writing the generated stream")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,263 @@
+//! The processing pipeline of one `gmv run`: a reader thread fills batches
+//! from a [`Source`], a bounded channel hands them to one worker per core
+//! (decode → window → dedup → aggregate in `gmv-core`), emptied batches go
+//! back for reuse, and a publisher thread emits a snapshot and the new alerts
+//! to every [`LiveSink`] at the configured cadence, plus one final snapshot
+//! when the input ends. Rejected records go to the dead-letter sink; a sink
+//! that cannot keep a record stops the run (nothing is dropped silently).
+
+use crate::source::{Batch, Source};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use gmv_core::reject::{Reason, Rejection};
+use gmv_core::sink::{DeadLetter, DeadLetterSink, LiveSink};
+use gmv_core::Engine;
+use parking_lot::Mutex;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A callback run after each publish tick with the time since the start.
+pub type OnTick<'a> = Box<dyn FnMut(&Engine, Duration) + Send + 'a>;
+
+/// How a pipeline runs.
+pub struct PipelineOptions<'a> {
+    /// Worker threads (at least one).
+    pub workers: usize,
+    /// Where rejected records go.
+    pub dead_letters: &'a dyn DeadLetterSink,
+    /// Who receives snapshots and alerts.
+    pub live: Vec<Arc<dyn LiveSink>>,
+    /// Snapshot cadence.
+    pub publish_interval: Duration,
+    /// Set from outside (signal) to stop reading; what was read is finished.
+    pub stop: Arc<AtomicBool>,
+    /// Called after each publish with the elapsed time (progress lines).
+    pub on_tick: Option<OnTick<'a>>,
+}
+
+/// What a finished pipeline reports.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Wall time from start to the last record processed.
+    pub elapsed: Duration,
+    /// Whether the input was read to its end (false: stopped by a signal).
+    pub completed: bool,
+    /// Snapshots published, including the final one.
+    pub snapshots: u64,
+}
+
+/// Runs `source` through `engine` to its end (or until `stop`).
+pub fn run(
+    engine: &Engine,
+    mut source: Box<dyn Source>,
+    options: PipelineOptions<'_>,
+) -> io::Result<Outcome> {
+    let PipelineOptions {
+        workers,
+        dead_letters,
+        live,
+        publish_interval,
+        stop,
+        mut on_tick,
+    } = options;
+    let workers = workers.max(1);
+    let (full_tx, full_rx) = bounded::<Batch>(workers * 2);
+    let (empty_tx, empty_rx) = bounded::<Batch>(workers * 2 + 2);
+    let (done_tx, done_rx) = bounded::<()>(1);
+    let failure: Mutex<Option<io::Error>> = Mutex::new(None);
+    let source_name = source.name().to_owned();
+    let started = Instant::now();
+    let publisher = Publisher::new(live, publish_interval);
+
+    let (completed, elapsed, snapshots) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let outcome = read_all(&mut *source, &full_tx, &empty_rx, &stop);
+            drop(full_tx);
+            outcome
+        });
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let full_rx = full_rx.clone();
+                let empty_tx = empty_tx.clone();
+                let (failure, stop, source_name) = (&failure, &stop, source_name.as_str());
+                scope.spawn(move || {
+                    if let Err(e) = work(engine, &full_rx, &empty_tx, dead_letters, source_name) {
+                        failure.lock().get_or_insert(e);
+                        stop.store(true, Ordering::Relaxed);
+                        // Drain so the reader is never blocked on a full channel.
+                        for _ in full_rx.iter() {}
+                    }
+                })
+            })
+            .collect();
+        drop(full_rx);
+        let publisher =
+            scope.spawn(|| publisher.run_until(engine, &done_rx, started, &mut on_tick));
+
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")));
+        for handle in handles {
+            if handle.join().is_err() {
+                failure
+                    .lock()
+                    .get_or_insert(io::Error::other("worker thread panicked"));
+            }
+        }
+        let elapsed = started.elapsed();
+        let _ = done_tx.send(());
+        let snapshots = publisher.join().unwrap_or(0);
+        match read {
+            Ok(completed) => (completed, elapsed, snapshots),
+            Err(e) => {
+                failure.lock().get_or_insert(e);
+                (false, elapsed, snapshots)
+            }
+        }
+    });
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    dead_letters.flush()?;
+    Ok(Outcome {
+        elapsed,
+        completed,
+        snapshots,
+    })
+}
+
+/// Fills batches until the source ends (`Ok(true)`) or `stop` is set (`Ok(false)`).
+fn read_all(
+    source: &mut dyn Source,
+    full: &Sender<Batch>,
+    empty: &Receiver<Batch>,
+    stop: &AtomicBool,
+) -> io::Result<bool> {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let mut batch = empty.try_recv().unwrap_or_else(|_| Batch::with_capacity());
+        batch.clear();
+        let more = source.fill(&mut batch)?;
+        if !batch.is_empty() && full.send(batch).is_err() {
+            // Every worker has gone: one failed and the run is stopping.
+            return Ok(false);
+        }
+        if !more {
+            return Ok(true);
+        }
+    }
+}
+
+/// One worker: processes batches until the channel closes.
+fn work(
+    engine: &Engine,
+    full: &Receiver<Batch>,
+    empty: &Sender<Batch>,
+    dead_letters: &dyn DeadLetterSink,
+    source_name: &str,
+) -> io::Result<()> {
+    let mut worker = engine.worker();
+    for batch in full.iter() {
+        for (index, record) in batch.records().enumerate() {
+            let record = record.strip_suffix(b"\r").unwrap_or(record);
+            if is_blank(record) {
+                continue;
+            }
+            if let Err(rejection) = worker.process(record) {
+                let position = batch.first_position + index as u64;
+                let origin = format!("{source_name}:{position}");
+                let cut = batch.truncated.iter().find(|(at, _)| *at == index);
+                let rejection = match cut {
+                    Some((_, length)) => Rejection {
+                        reason: Reason::Oversize,
+                        detail: format!("record of {length} bytes exceeds engine.max_event_bytes; its first {} bytes are kept", record.len()).into(),
+                    },
+                    None => rejection,
+                };
+                dead_letters.keep(DeadLetter {
+                    rejection: &rejection,
+                    payload: record,
+                    origin: &origin,
+                })?;
+            }
+        }
+        worker.flush();
+        if let Some(started) = batch.started {
+            engine
+                .latency()
+                .record(started.elapsed().as_micros() as u64, batch.len() as u64);
+        }
+        let _ = empty.try_send(batch);
+    }
+    Ok(())
+}
+
+/// Blank lines (only whitespace) separate nothing and are not records.
+fn is_blank(record: &[u8]) -> bool {
+    record.first().is_none_or(u8::is_ascii_whitespace) && record.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Emits snapshots and alerts to the live sinks at a fixed cadence.
+struct Publisher {
+    sinks: Vec<Arc<dyn LiveSink>>,
+    interval: Duration,
+}
+
+impl Publisher {
+    fn new(sinks: Vec<Arc<dyn LiveSink>>, interval: Duration) -> Self {
+        Self { sinks, interval }
+    }
+
+    /// Publishes every interval until `done` fires, then once more; returns
+    /// the number of snapshots published.
+    fn run_until(
+        &self,
+        engine: &Engine,
+        done: &Receiver<()>,
+        started: Instant,
+        on_tick: &mut Option<OnTick<'_>>,
+    ) -> u64 {
+        let mut seq = 0;
+        let mut alerts_sent = 0;
+        let interval_ms = self.interval.as_millis() as u64;
+        loop {
+            let finished = match done.recv_timeout(self.interval) {
+                Err(RecvTimeoutError::Timeout) => false,
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+            };
+            seq += 1;
+            // Alerts first, so a snapshot never shows a crossing not yet announced.
+            let alerts = engine.alert_records(alerts_sent);
+            alerts_sent += alerts.len();
+            if !self.sinks.is_empty() {
+                for alert in &alerts {
+                    self.sinks.iter().for_each(|sink| sink.alert(alert));
+                }
+                let snapshot = Arc::new(engine.snapshot(seq, interval_ms));
+                self.sinks.iter().for_each(|sink| sink.snapshot(&snapshot));
+            }
+            if let Some(tick) = on_tick.as_mut() {
+                tick(engine, started.elapsed());
+            }
+            if finished {
+                return seq;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_means_only_whitespace() {
+        assert!(is_blank(b""));
+        assert!(is_blank(b" \t"));
+        assert!(!is_blank(b" x"));
+        assert!(!is_blank(b"{}"));
+    }
+}

@@ -1,0 +1,274 @@
+//! Sources: where records come from before the workers decode them. Each
+//! fills recycled [`Batch`]es, so reading allocates nothing in the steady
+//! state: a file or stdin of newline-delimited JSON ([`LineSource`]), or the
+//! synthetic 11.11 stream, optionally paced ([`SynthSource`]).
+
+use gmv_synth::{Generator, SynthConfig};
+use std::io::{self, BufRead, BufReader, Read};
+use std::time::{Duration, Instant};
+
+/// Records per batch: big enough to amortise channel hand-offs and counter
+/// flushes, small enough to keep the latency of a batch in milliseconds.
+pub const BATCH_RECORDS: usize = 4096;
+/// Bytes per batch before it is handed on, whatever the record count.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A run of records, stored back to back in one buffer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    data: Vec<u8>,
+    /// End offset of each record in `data`.
+    ends: Vec<usize>,
+    /// Position (1-based line or record number) of the first record.
+    pub first_position: u64,
+    /// Indices of records cut short because they exceeded the hold limit,
+    /// with their full length.
+    pub truncated: Vec<(usize, u64)>,
+    /// When the batch started filling: the start of its records' latency.
+    pub started: Option<Instant>,
+}
+
+impl Batch {
+    /// An empty batch with room for a typical load.
+    pub fn with_capacity() -> Self {
+        Self {
+            data: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
+            ends: Vec::with_capacity(BATCH_RECORDS),
+            ..Self::default()
+        }
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.truncated.clear();
+        self.first_position = 0;
+        self.started = None;
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The records, in order.
+    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let record = &self.data[start..end];
+            start = end;
+            record
+        })
+    }
+
+    /// Appends one record.
+    pub fn push(&mut self, record: &[u8]) {
+        self.data.extend_from_slice(record);
+        self.ends.push(self.data.len());
+    }
+
+    fn is_full(&self) -> bool {
+        self.ends.len() >= BATCH_RECORDS || self.data.len() >= BATCH_BYTES
+    }
+}
+
+/// Something that fills batches.
+pub trait Source: Send {
+    /// A short name for record origins (`events.jsonl`, `stdin`, `synth`).
+    fn name(&self) -> &str;
+    /// Fills `batch` (which is empty); returns `false` once the source is exhausted.
+    fn fill(&mut self, batch: &mut Batch) -> io::Result<bool>;
+}
+
+/// Newline-delimited records from a reader. A trailing `\r` is kept here and
+/// stripped by the worker; a record longer than `hold_limit` keeps only its
+/// first `hold_limit` bytes (it is oversize and rejected anyway) so one
+/// endless line cannot exhaust memory.
+pub struct LineSource {
+    name: String,
+    reader: BufReader<Box<dyn Read + Send>>,
+    hold_limit: usize,
+    next_position: u64,
+}
+
+impl LineSource {
+    /// Reads `reader`, naming its records `name:LINE`.
+    pub fn new(name: impl Into<String>, reader: Box<dyn Read + Send>, hold_limit: usize) -> Self {
+        Self {
+            name: name.into(),
+            reader: BufReader::with_capacity(1 << 20, reader),
+            hold_limit,
+            next_position: 1,
+        }
+    }
+
+    /// Appends the next line's bytes to `data`; returns the line's full
+    /// length, or `None` at end of input.
+    fn read_line(&mut self, data: &mut Vec<u8>) -> io::Result<Option<u64>> {
+        let mut length = 0u64;
+        let mut saw_any = false;
+        loop {
+            let buf = match self.reader.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                return Ok(saw_any.then_some(length));
+            }
+            saw_any = true;
+            let (chunk, ends_line) = match memchr::memchr(b'\n', buf) {
+                Some(at) => (at, true),
+                None => (buf.len(), false),
+            };
+            let room = self.hold_limit.saturating_sub(length as usize);
+            data.extend_from_slice(&buf[..chunk.min(room)]);
+            length += chunk as u64;
+            self.reader.consume(chunk + usize::from(ends_line));
+            if ends_line {
+                return Ok(Some(length));
+            }
+        }
+    }
+}
+
+impl Source for LineSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fill(&mut self, batch: &mut Batch) -> io::Result<bool> {
+        batch.first_position = self.next_position;
+        while !batch.is_full() {
+            let Some(length) = self.read_line(&mut batch.data)? else {
+                return Ok(false);
+            };
+            if batch.started.is_none() {
+                batch.started = Some(Instant::now());
+            }
+            if length > self.hold_limit as u64 {
+                batch.truncated.push((batch.ends.len(), length));
+            }
+            batch.ends.push(batch.data.len());
+            self.next_position += 1;
+        }
+        Ok(true)
+    }
+}
+
+/// The synthetic stream, as fast as possible or paced at `rate` records/s.
+pub struct SynthSource {
+    generator: Generator,
+    rate: Option<u64>,
+    begun: Option<Instant>,
+    produced: u64,
+}
+
+impl SynthSource {
+    /// Generates per `config`; `rate` of `None` or 0 means unpaced.
+    pub fn new(config: SynthConfig, rate: Option<u64>) -> Self {
+        Self {
+            generator: Generator::new(config),
+            rate: rate.filter(|&r| r > 0),
+            begun: None,
+            produced: 0,
+        }
+    }
+}
+
+impl Source for SynthSource {
+    fn name(&self) -> &str {
+        "synth"
+    }
+
+    fn fill(&mut self, batch: &mut Batch) -> io::Result<bool> {
+        let begun = *self.begun.get_or_insert_with(Instant::now);
+        // Paced batches stay ~10 ms long so latency reflects the pace, not the batching.
+        let limit = match self.rate {
+            Some(rate) => (rate / 100).clamp(1, BATCH_RECORDS as u64) as usize,
+            None => BATCH_RECORDS,
+        };
+        if let Some(rate) = self.rate {
+            let due = begun + Duration::from_secs_f64(self.produced as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        batch.first_position = self.produced + 1;
+        batch.started = Some(Instant::now());
+        while batch.len() < limit {
+            let Some(record) = self.generator.next() else {
+                return Ok(false);
+            };
+            batch.push(&record.payload);
+            self.produced += 1;
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &'static [u8], hold_limit: usize) -> Vec<(Vec<u8>, Option<u64>)> {
+        let mut source = LineSource::new("t", Box::new(input), hold_limit);
+        let mut out = Vec::new();
+        loop {
+            let mut batch = Batch::with_capacity();
+            let more = source.fill(&mut batch).unwrap();
+            for (i, record) in batch.records().enumerate() {
+                let cut = batch
+                    .truncated
+                    .iter()
+                    .find(|(at, _)| *at == i)
+                    .map(|(_, len)| *len);
+                out.push((record.to_vec(), cut));
+            }
+            if !more {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn lines_split_on_newlines_with_or_without_a_final_one() {
+        let got = lines(b"a\n\nbc\r\nd", 100);
+        let records: Vec<&[u8]> = got.iter().map(|(r, _)| r.as_slice()).collect();
+        assert_eq!(records, [&b"a"[..], b"", b"bc\r", b"d"]);
+        assert_eq!(lines(b"a\n", 100).len(), 1);
+        assert!(lines(b"", 100).is_empty());
+    }
+
+    #[test]
+    fn an_endless_line_is_held_only_up_to_the_limit() {
+        let got = lines(b"0123456789\nok\n", 4);
+        assert_eq!(got[0], (b"0123".to_vec(), Some(10)));
+        assert_eq!(got[1], (b"ok".to_vec(), None));
+    }
+
+    #[test]
+    fn synth_source_yields_exactly_the_configured_count() {
+        let config = SynthConfig {
+            events: 10_000,
+            ..SynthConfig::default()
+        };
+        let mut source = SynthSource::new(config, None);
+        let mut total = 0;
+        loop {
+            let mut batch = Batch::with_capacity();
+            let more = source.fill(&mut batch).unwrap();
+            total += batch.len();
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(total, 10_000);
+    }
+}
