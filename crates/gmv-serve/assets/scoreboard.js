@@ -49,22 +49,22 @@
   }
 
   // "100000000.00" -> "¥100M"; fixed=true keeps `dp` decimals (for columns).
+  // Abbreviations are approximate by nature, so Number precision is fine here.
+  const UNITS = [[1e15, "Q"], [1e12, "T"], [1e9, "B"], [1e6, "M"], [1e3, "K"]];
   function abbrevCny(s, dp = 2, fixed = false) {
     const m = parseMoney(s);
-    const units = [[15, "Q"], [12, "T"], [9, "B"], [6, "M"], [3, "K"]];
-    let out = null;
-    for (const [exp, suffix] of units) {
-      if (m.int.length > exp) {
-        const whole = m.int.slice(0, m.int.length - exp);
-        const rest = m.int.slice(m.int.length - exp);
-        let n = Number(whole + "." + rest);
-        let txt = n.toFixed(dp);
-        if (!fixed) txt = txt.replace(/\.?0+$/, "");
-        out = group(txt.split(".")[0]) + (txt.includes(".") ? "." + txt.split(".")[1] : "") + suffix;
-        break;
-      }
+    const v = Number(m.int + "." + m.frac);
+    let out = group(m.int);
+    for (let i = 0; i < UNITS.length; i++) {
+      if (v < UNITS[i][0]) continue;
+      let u = UNITS[i];
+      let txt = (v / u[0]).toFixed(dp);
+      if (Number(txt) >= 1000 && i > 0) { u = UNITS[i - 1]; txt = (v / u[0]).toFixed(dp); }
+      if (!fixed && txt.includes(".")) txt = txt.replace(/\.?0+$/, "");
+      const [ip, fp] = txt.split(".");
+      out = group(ip) + (fp ? "." + fp : "") + u[1];
+      break;
     }
-    if (out === null) out = group(m.int);
     return (m.neg ? "-" : "") + "¥" + out;
   }
 
@@ -110,6 +110,19 @@
     }
     tweens.set(id, { el, from: cur, to: target, value: cur, start: performance.now(), duration, fmt, finalText });
     if (!rafId) rafId = requestAnimationFrame(step);
+    // rAF can be throttled or absent (hidden tab, headless): settle on time anyway.
+    setTimeout(settleExpired, duration + 40);
+  }
+
+  function settleExpired() {
+    const now = performance.now();
+    for (const [id, tw] of tweens) {
+      if (now - tw.start >= tw.duration) {
+        tweens.delete(id);
+        tw.el.dataset.value = String(tw.to);
+        paint(id, tw.el, tw.finalText);
+      }
+    }
   }
 
   function step(now) {
@@ -474,6 +487,14 @@
     };
   }
 
+  function poll() {
+    fetch("/api/snapshot", { cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : Promise.reject(new Error(String(r.status)))))
+      .then((snap) => { esReconnecting = false; onSnapshot(snap); })
+      .catch(() => { esReconnecting = true; updateConnection(); })
+      .finally(() => setTimeout(poll, esReconnecting ? 2000 : publishMs));
+  }
+
   function updateConnection() {
     const el = $("connection");
     const txt = el.querySelector(".connection-text");
@@ -495,6 +516,7 @@
       }
     }
     if (el.dataset.state !== state) el.dataset.state = state;
+    if (document.body.dataset.conn !== state) document.body.dataset.conn = state;
     el.classList.toggle("severe", severe);
     setText(txt, label);
   }
@@ -505,11 +527,17 @@
     renderChart();
     $("alerts").innerHTML = '<li class="empty-note">Waiting for the first milestone…</li>';
     fitAll();
-    fetch("/api/snapshot", { cache: "no-store" })
-      .then((r) => (r.ok ? r.json() : null))
-      .then((s) => { if (s) onSnapshot(s); })
-      .catch(() => {});
-    connect();
+    // `?poll` polls /api/snapshot instead of streaming (for proxies that break
+    // SSE, and for headless screenshots that wait for the network to go idle).
+    if (new URLSearchParams(location.search).has("poll")) {
+      poll();
+    } else {
+      fetch("/api/snapshot", { cache: "no-store" })
+        .then((r) => (r.ok ? r.json() : null))
+        .then((snap) => { if (snap) onSnapshot(snap); })
+        .catch(() => {});
+      connect();
+    }
     setInterval(updateConnection, 250);
     let resizeQueued = false;
     window.addEventListener("resize", () => {

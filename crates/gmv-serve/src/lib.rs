@@ -1,1 +1,122 @@
-//! gmv-serve (being written)
+//! gmv-serve: the serving end of gmv-stream's publish stage. It puts the
+//! live snapshots and threshold alerts on HTTP: a Server-Sent-Events feed,
+//! the gala scoreboard page, a JSON API, Prometheus `/metrics` and health
+//! checks, on tokio and axum.
+//!
+//! # Layout
+//! - [`feed`]: [`LiveFeed`], the [`gmv_core::sink::LiveSink`] the publisher
+//!   thread writes to: latest snapshot, bounded alert ring, change signal.
+//! - [`source`]: [`FeedSource`], what the API reads beyond snapshots
+//!   (merchants, metrics); a local [`gmv_core::Engine`] is one.
+//! - `sse`: one `/api/live` stream per client, skipping forward when slow.
+//! - `routes`: the routes and their errors ([`router`]).
+//! - [`prometheus`]: the `/metrics` text.
+//! - [`assets`]: the scoreboard page, embedded at compile time.
+//! - [`config`]: [`ServeConfig`], the `[http]` section.
+//!
+//! # Wiring
+//! ```no_run
+//! use gmv_core::sink::LiveSink;
+//! use std::sync::Arc;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Arc::new(gmv_core::Engine::new(gmv_core::Settings::defaults()));
+//! let config = gmv_serve::ServeConfig::default();
+//! let feed = Arc::new(gmv_serve::LiveFeed::new(&config));
+//! let shutdown = CancellationToken::new();
+//!
+//! // The publisher: a plain thread, once per tick.
+//! let publisher = {
+//!     let (engine, feed, shutdown) = (engine.clone(), feed.clone(), shutdown.clone());
+//!     std::thread::spawn(move || {
+//!         let (mut seq, mut alerts_sent) = (0, 0);
+//!         while !shutdown.is_cancelled() {
+//!             seq += 1;
+//!             for alert in engine.alert_records(alerts_sent) {
+//!                 feed.alert(&alert);
+//!                 alerts_sent += 1;
+//!             }
+//!             feed.snapshot(&Arc::new(engine.snapshot(seq, 500)));
+//!             std::thread::sleep(std::time::Duration::from_millis(500));
+//!         }
+//!     })
+//! };
+//!
+//! // The server, on a tokio runtime of its own.
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! runtime.block_on(async {
+//!     let listener = gmv_serve::bind(&config).await?;
+//!     gmv_serve::serve(listener, feed, engine, shutdown).await
+//! })?;
+//! # publisher.join().ok();
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod assets;
+pub mod config;
+pub mod feed;
+pub mod prometheus;
+mod routes;
+pub mod source;
+mod sse;
+
+pub use config::ServeConfig;
+pub use feed::LiveFeed;
+pub use routes::router;
+pub use source::{FeedSource, Metrics, PartitionLag};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Why serving stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address is taken, not local, or not permitted: the operator's
+    /// configuration (`http.bind`) needs changing.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The server failed while running (the OS refused the listener). Not
+    /// the client's doing; restarting may help.
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Binds `config.bind`.
+pub async fn bind(config: &ServeConfig) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.bind,
+            source,
+        })
+}
+
+/// Serves the routes of [`router`] on `listener` until `shutdown` is
+/// cancelled, then closes live streams and finishes requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    feed: Arc<LiveFeed>,
+    source: Arc<dyn FeedSource>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving the live scoreboard at http://{addr}/");
+    }
+    let app = router(feed, source, shutdown.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(ServeError::Serve)?;
+    tracing::info!("HTTP server stopped");
+    Ok(())
+}
