@@ -92,10 +92,16 @@ impl TimeAxis {
 
     fn clock(&self, hours: f64) -> String {
         let at = self.start + chrono::Duration::seconds((hours * 3600.0).round() as i64);
-        if self.hours > 48.0 {
+        let text = if self.hours > 48.0 {
             at.format("%m-%d %H:%M").to_string()
         } else {
             at.format("%H:%M").to_string()
+        };
+        // The end of a day is 24:00 of that day, not 00:00 of the next.
+        if hours > 0.0 && text == "00:00" {
+            "24:00".into()
+        } else {
+            text
         }
     }
 
@@ -139,7 +145,7 @@ fn money_unit(max_fen: u64) -> (f64, &'static str) {
 
 /// Tick label with as few decimals as the axis range needs.
 fn tick(value: f64, max: f64) -> String {
-    if max >= 10.0 {
+    if max >= 10.0 || value.fract() == 0.0 {
         group_u64(value.round().max(0.0) as u64)
     } else {
         format!("{value:.1}")
@@ -190,8 +196,9 @@ fn cumulative_gmv(
             .y_desc(format!("GMV so far, {unit}"))
             .label_style((FONT, 16))
             .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(215, 215, 215))
+            .max_light_lines(1)
+            .light_line_style(RGBColor(244, 244, 244))
+            .bold_line_style(RGBColor(220, 220, 220))
             .draw()?;
         chart
             .draw_series(
@@ -287,8 +294,9 @@ fn tps(run: &Report, axis: &TimeAxis) -> Result<String, OutputError> {
             .y_desc("transactions per second")
             .label_style((FONT, 16))
             .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(215, 215, 215))
+            .max_light_lines(1)
+            .light_line_style(RGBColor(244, 244, 244))
+            .bold_line_style(RGBColor(220, 220, 220))
             .draw()?;
         chart
             .draw_series(LineSeries::new(
@@ -389,8 +397,9 @@ fn mobile_share(
             .y_desc("mobile share of GMV")
             .label_style((FONT, 16))
             .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(215, 215, 215))
+            .max_light_lines(1)
+            .light_line_style(RGBColor(244, 244, 244))
+            .bold_line_style(RGBColor(220, 220, 220))
             .draw()?;
         chart
             .draw_series(LineSeries::new(
@@ -483,8 +492,9 @@ fn threshold_ladder(report: &PostEventReport, axis: &TimeAxis) -> Result<String,
             .y_desc("merchants past the threshold")
             .label_style((FONT, 16))
             .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(215, 215, 215))
+            .max_light_lines(1)
+            .light_line_style(RGBColor(244, 244, 244))
+            .bold_line_style(RGBColor(220, 220, 220))
             .draw()?;
         for (colour, label, points) in &lines {
             chart

@@ -111,6 +111,9 @@ table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nu
 th, td { padding: 5px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 th { font-size: 14px; color: var(--muted); font-weight: 600; }
 td.num, th.num { text-align: right; white-space: nowrap; }
+td.id, td.share { white-space: nowrap; }
+.passed { white-space: nowrap; margin-right: 12px; }
+table.compact { width: auto; min-width: 360px; }
 .bar { display: inline-block; height: 10px; background: var(--accent); border-radius: 2px; vertical-align: middle; }
 .hours { columns: 2; column-gap: 32px; }
 .hours table { break-inside: avoid; }
@@ -148,13 +151,15 @@ fn clock(text: &str) -> String {
         .map_or_else(|_| text.to_string(), |t| t.format("%H:%M:%S").to_string())
 }
 
-/// One key figure: `data-figure` names the report.json field it shows.
-fn figure(h: &mut String, field: &str, label: &str, value: &str, note: &str) {
+/// One key figure: `data-figure` names the report.json field it shows and
+/// `data-value` holds that field's exact value; the text is for people.
+fn figure(h: &mut String, field: &str, exact: &str, label: &str, value: &str, note: &str) {
     let _ = write!(
         h,
-        "<div class=\"figure\"><dt>{}</dt><dd class=\"value\" data-figure=\"{}\">{}</dd>",
+        "<div class=\"figure\"><dt>{}</dt><dd class=\"value\" data-figure=\"{}\" data-value=\"{}\">{}</dd>",
         esc(label),
         esc(field),
+        esc(exact),
         esc(value)
     );
     if !note.is_empty() {
@@ -170,16 +175,18 @@ fn key_figures(h: &mut String, report: &PostEventReport) {
     figure(
         h,
         "gmv_cny",
+        &f.gmv_cny,
         "GMV",
-        &format!("CNY {}", group_decimal_text(&f.gmv_cny)),
         &words(&f.gmv_cny, cny_words),
+        &format!("CNY {}", group_decimal_text(&f.gmv_cny)),
     );
     figure(
         h,
         "gmv_usd",
+        &f.gmv_usd,
         "GMV in US dollars",
-        &format!("US${}", group_decimal_text(&f.gmv_usd)),
         &words(&f.gmv_usd, usd_short),
+        &format!("US${}", group_decimal_text(&f.gmv_usd)),
     );
     if let Some(c) = c {
         if let Some(g) = c.gmv_growth {
@@ -191,6 +198,7 @@ fn key_figures(h: &mut String, report: &PostEventReport) {
             figure(
                 h,
                 "comparison.gmv_growth",
+                &g.to_string(),
                 "GMV growth",
                 &signed_percent(g),
                 &note,
@@ -198,28 +206,36 @@ fn key_figures(h: &mut String, report: &PostEventReport) {
         }
     }
     let tx_note = match c.and_then(|c| c.transactions_growth.map(|g| (c, g))) {
-        Some((c, g)) => format!("{} on {}", signed_percent(g), c.previous_title),
+        Some((c, g)) => format!(
+            "{} on {} ({})",
+            signed_percent(g),
+            c.previous_title,
+            group_u64(c.previous_transactions)
+        ),
         None => String::new(),
     };
     figure(
         h,
         "transactions",
+        &f.transactions.to_string(),
         "Transactions",
         &group_u64(f.transactions),
         &tx_note,
     );
-    let mobile_note = match c {
-        Some(c) => format!(
-            "{} on {} ({})",
+    let mut mobile_note = format!("about {}", percent(f.mobile_share));
+    if let Some(c) = c {
+        let _ = write!(
+            mobile_note,
+            "; {} on {} ({})",
             percent(c.previous_mobile_share),
             c.previous_title,
             signed_points(c.mobile_share_change)
-        ),
-        None => format!("CNY {} on mobile", group_decimal_text(&f.mobile_gmv_cny)),
-    };
+        );
+    }
     figure(
         h,
         "mobile_share",
+        &f.mobile_share.to_string(),
         "Mobile share of GMV",
         &percent_1dp(f.mobile_share),
         &mobile_note,
@@ -237,6 +253,7 @@ fn key_figures(h: &mut String, report: &PostEventReport) {
     figure(
         h,
         "peak_tps",
+        &f.peak_tps.to_string(),
         "Peak transactions per second",
         &group_u64(f.peak_tps),
         &peak_note,
@@ -244,6 +261,7 @@ fn key_figures(h: &mut String, report: &PostEventReport) {
     figure(
         h,
         "merchants",
+        &f.merchants.to_string(),
         "Merchants with sales",
         &group_u64(f.merchants),
         "",
@@ -258,6 +276,7 @@ fn key_figures(h: &mut String, report: &PostEventReport) {
         figure(
             h,
             &format!("thresholds[{i}].merchants"),
+            &t.merchants.to_string(),
             &format!("Merchants past CNY {}", words(&t.cny, amount_short)),
             &group_u64(t.merchants),
             &previous,
@@ -333,7 +352,7 @@ fn top_merchants(h: &mut String, report: &PostEventReport) {
     let passed = passed_by_merchant(&report.threshold_ladder);
     let _ = write!(
         h,
-        "<section id=\"top-merchants\"><h2>Top {} merchants</h2>\n<table>\n<thead><tr><th class=\"num\">#</th><th>Merchant</th><th class=\"num\">GMV (CNY)</th><th class=\"num\">Share of the day</th><th></th><th class=\"num\">Transactions</th><th class=\"num\">Mobile</th><th>Thresholds passed</th></tr></thead>\n<tbody>\n",
+        "<section id=\"top-merchants\"><h2>Top {} merchants</h2>\n<table>\n<thead><tr><th class=\"num\">#</th><th>Merchant</th><th class=\"num\">GMV (CNY)</th><th>Share of the day</th><th class=\"num\">Transactions</th><th class=\"num\">Mobile</th><th>Passed CNY threshold at</th></tr></thead>\n<tbody>\n",
         f.top_merchants.len()
     );
     for (i, m) in f.top_merchants.iter().enumerate() {
@@ -345,19 +364,21 @@ fn top_merchants(h: &mut String, report: &PostEventReport) {
                 rust_decimal::prelude::ToPrimitive::to_f64(&(part / whole)).unwrap_or(0.0)
             }
         };
-        let width = (ratio(gmv, top) * 160.0).round() as u32;
+        let width = (ratio(gmv, top) * 120.0).round() as u32;
         let thresholds = passed
             .get(m.merchant_id.as_str())
             .map(|list| {
                 list.iter()
-                    .map(|(amount, at)| format!("{} at {}", esc(amount), esc(at)))
+                    .map(|(amount, at)| {
+                        format!("<span class=\"passed\">{} {}</span>", esc(amount), esc(at))
+                    })
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(" ")
             })
             .unwrap_or_else(|| "–".into());
         let _ = writeln!(
             h,
-            "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><span class=\"bar\" style=\"width:{width}px\"></span></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr><td class=\"num\">{}</td><td class=\"id\">{}</td><td class=\"num\">{}</td><td class=\"share\"><span class=\"bar\" style=\"width:{width}px\"></span> {}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             i + 1,
             esc(&m.merchant_id),
             esc(&group_decimal_text(&m.gmv_cny)),
@@ -421,7 +442,7 @@ fn audit(h: &mut String, report: &PostEventReport) {
     let balanced = a.consumed == a.counted + a.rejected;
     let _ = write!(
         h,
-        "<section id=\"audit\"><h2>Audit</h2>\n<p>{} records read: {} counted in GMV and {} rejected ({}).</p>\n<table>\n<thead><tr><th>Rejected because</th><th class=\"num\">Records</th></tr></thead>\n<tbody>\n",
+        "<section id=\"audit\"><h2>Audit</h2>\n<p>{} records read: {} counted in GMV and {} rejected ({}).</p>\n<table class=\"compact\">\n<thead><tr><th>Rejected because</th><th class=\"num\">Records</th></tr></thead>\n<tbody>\n",
         group_u64(a.consumed),
         group_u64(a.counted),
         group_u64(a.rejected),
@@ -435,16 +456,22 @@ fn audit(h: &mut String, report: &PostEventReport) {
             group_u64(f.rejected.get(reason))
         );
     }
+    h.push_str("</tbody>\n</table>\n");
     let l = &report.latency_ms;
-    let _ = writeln!(
-        h,
-        "</tbody>\n</table>\n<p>Processing latency over {} events: p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms.</p>\n</section>",
-        group_u64(l.count),
-        l.p50,
-        l.p99,
-        l.p999,
-        l.max
-    );
+    if l.count == 0 {
+        h.push_str("<p>No processing latency was recorded for this run.</p>\n");
+    } else {
+        let _ = writeln!(
+            h,
+            "<p>Processing latency over {} events: p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms.</p>",
+            group_u64(l.count),
+            l.p50,
+            l.p99,
+            l.p999,
+            l.max
+        );
+    }
+    h.push_str("</section>\n");
 }
 
 #[cfg(test)]
