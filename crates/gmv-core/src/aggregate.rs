@@ -15,8 +15,8 @@ use crate::money::Fen;
 use crate::time::{EpochMillis, Window};
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// One merchant's running figures.
@@ -102,7 +102,9 @@ impl Aggregator {
             thresholds: thresholds.into(),
             merchants: MerchantMap::with_hasher(ahash::RandomState::new()),
             per_second: (0..window.seconds()).map(|_| AtomicU32::new(0)).collect(),
-            per_minute: (0..window.minutes()).map(|_| MinuteCell::default()).collect(),
+            per_minute: (0..window.minutes())
+                .map(|_| MinuteCell::default())
+                .collect(),
             watermark: AtomicI64::new(i64::MIN),
             crossings: Mutex::new(Vec::new()),
         }
@@ -135,7 +137,11 @@ impl Aggregator {
         let previous = match self.merchants.get(merchant_id) {
             Some(stats) => add_to(&stats, fen, mobile),
             // First sighting of a merchant: the one allocation per merchant.
-            None => add_to(&self.merchants.entry(merchant_id.into()).or_default(), fen, mobile),
+            None => add_to(
+                &self.merchants.entry(merchant_id.into()).or_default(),
+                fen,
+                mobile,
+            ),
         };
         let after = previous + fen;
         for &threshold in self.thresholds.iter() {
@@ -157,7 +163,11 @@ impl Aggregator {
 
     /// Crossings from index `from` on (for publishers that keep a cursor).
     pub fn crossings_since(&self, from: usize) -> Vec<Crossing> {
-        self.crossings.lock().get(from..).map(<[_]>::to_vec).unwrap_or_default()
+        self.crossings
+            .lock()
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// How many crossings have happened.
@@ -191,12 +201,17 @@ impl Aggregator {
 
     /// One merchant's figures.
     pub fn merchant(&self, merchant_id: &str) -> Option<MerchantFigures> {
-        self.merchants.get(merchant_id).map(|s| figures_of(merchant_id, &s))
+        self.merchants
+            .get(merchant_id)
+            .map(|s| figures_of(merchant_id, &s))
     }
 
     /// Every merchant's figures (for reports).
     pub fn merchants(&self) -> Vec<MerchantFigures> {
-        self.merchants.iter().map(|e| figures_of(e.key(), e.value())).collect()
+        self.merchants
+            .iter()
+            .map(|e| figures_of(e.key(), e.value()))
+            .collect()
     }
 
     /// Reads totals, threshold counts, peak and the `top_n` merchants without
@@ -214,10 +229,16 @@ impl Aggregator {
             summary.mobile_gmv += stats.mobile_gmv.load(Relaxed);
             summary.transactions += stats.transactions.load(Relaxed);
             summary.merchants += 1;
-            for (count, &threshold) in summary.threshold_merchants.iter_mut().zip(self.thresholds.iter()) {
+            for (count, &threshold) in summary
+                .threshold_merchants
+                .iter_mut()
+                .zip(self.thresholds.iter())
+            {
                 *count += u64::from(gmv >= threshold);
             }
-            if top_n > 0 && (top.len() < top_n || top.peek().is_some_and(|Reverse((min, _))| gmv > *min)) {
+            if top_n > 0
+                && (top.len() < top_n || top.peek().is_some_and(|Reverse((min, _))| gmv > *min))
+            {
                 top.push(Reverse((gmv, entry.key().clone())));
                 if top.len() > top_n {
                     top.pop();
@@ -243,7 +264,9 @@ impl Aggregator {
 
     fn second_index(&self, at: EpochMillis) -> Option<usize> {
         let offset = at.checked_sub(self.window.start_millis())?;
-        usize::try_from(offset / 1000).ok().filter(|&s| s < self.per_second.len())
+        usize::try_from(offset / 1000)
+            .ok()
+            .filter(|&s| s < self.per_second.len())
     }
 }
 
@@ -354,8 +377,10 @@ impl Tally<'_> {
         if self.minute_delta.transactions > 0 {
             let cell = &self.agg.per_minute[self.minute];
             cell.gmv.fetch_add(self.minute_delta.gmv, Relaxed);
-            cell.mobile_gmv.fetch_add(self.minute_delta.mobile_gmv, Relaxed);
-            cell.transactions.fetch_add(self.minute_delta.transactions, Relaxed);
+            cell.mobile_gmv
+                .fetch_add(self.minute_delta.mobile_gmv, Relaxed);
+            cell.transactions
+                .fetch_add(self.minute_delta.transactions, Relaxed);
             self.minute_delta = MinuteFigures::default();
         }
     }
@@ -396,7 +421,10 @@ mod tests {
         t.add("m2", 7, true, t0 + 2000);
         t.flush();
         let s = a.summary(10);
-        assert_eq!((s.gmv, s.mobile_gmv, s.transactions, s.merchants), (207, 157, 3, 2));
+        assert_eq!(
+            (s.gmv, s.mobile_gmv, s.transactions, s.merchants),
+            (207, 157, 3, 2)
+        );
         assert_eq!(s.top[0].merchant_id, "m1");
         assert_eq!(s.peak_tps, 2);
         assert_eq!(s.peak_second, Some(t0));
@@ -438,7 +466,10 @@ mod tests {
         assert_eq!(a.crossings().len(), 1);
         let s = a.summary(1);
         assert_eq!(s.gmv, 40_000);
-        assert_eq!(a.per_second().iter().map(|&c| u64::from(c)).sum::<u64>(), 40_000);
+        assert_eq!(
+            a.per_second().iter().map(|&c| u64::from(c)).sum::<u64>(),
+            40_000
+        );
         assert_eq!(a.per_minute().iter().map(|m| m.gmv).sum::<u64>(), 40_000);
     }
 }

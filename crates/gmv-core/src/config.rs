@@ -54,10 +54,15 @@ impl Default for MoneyConfig {
                 .map(String::from)
                 .to_vec(),
             usd_per_cny: "0.1504".into(),
-            rates_to_cny: [("USD", "6.6490"), ("HKD", "0.8512"), ("EUR", "7.7350"), ("JPY", "0.0587")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            rates_to_cny: [
+                ("USD", "6.6490"),
+                ("HKD", "0.8512"),
+                ("EUR", "7.7350"),
+                ("JPY", "0.0587"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
             max_amount_cny: "100000000.00".into(),
         }
     }
@@ -185,28 +190,40 @@ impl Settings {
 
         let mut thresholds = Vec::new();
         if money_cfg.thresholds_cny.is_empty() || money_cfg.thresholds_cny.len() > 16 {
-            errors.push(ConfigError::new("money.thresholds_cny", "allowed: 1 to 16 amounts"));
+            errors.push(ConfigError::new(
+                "money.thresholds_cny",
+                "allowed: 1 to 16 amounts",
+            ));
         }
         for (i, text) in money_cfg.thresholds_cny.iter().enumerate() {
             match money::parse_cny(text) {
                 Ok(fen) => thresholds.push(fen),
                 Err(e) => errors.push(ConfigError::new(
                     format!("money.thresholds_cny[{i}]"),
-                    format!("`{text}`: {e}; allowed: a positive CNY amount with at most 2 decimals"),
+                    format!(
+                        "`{text}`: {e}; allowed: a positive CNY amount with at most 2 decimals"
+                    ),
                 )),
             }
         }
         thresholds.sort_unstable();
         thresholds.dedup();
 
-        let positive_decimal = |key: &str, text: &str, errors: &mut Vec<ConfigError>| match Decimal::from_str(text.trim()) {
-            Ok(d) if d > Decimal::ZERO => Some(d),
-            _ => {
-                errors.push(ConfigError::new(key, format!("`{text}`: allowed: a positive decimal number")));
-                None
-            }
-        };
-        let usd_per_cny = positive_decimal("money.usd_per_cny", &money_cfg.usd_per_cny, &mut errors);
+        let positive_decimal =
+            |key: &str, text: &str, errors: &mut Vec<ConfigError>| match Decimal::from_str(
+                text.trim(),
+            ) {
+                Ok(d) if d > Decimal::ZERO => Some(d),
+                _ => {
+                    errors.push(ConfigError::new(
+                        key,
+                        format!("`{text}`: allowed: a positive decimal number"),
+                    ));
+                    None
+                }
+            };
+        let usd_per_cny =
+            positive_decimal("money.usd_per_cny", &money_cfg.usd_per_cny, &mut errors);
         let mut rates = Vec::new();
         for (code, rate) in &money_cfg.rates_to_cny {
             let key = format!("money.rates_to_cny.{code}");
@@ -224,7 +241,10 @@ impl Settings {
             .map_err(|e| {
                 errors.push(ConfigError::new(
                     "money.max_amount_cny",
-                    format!("`{}`: {e}; allowed: a positive CNY amount", money_cfg.max_amount_cny),
+                    format!(
+                        "`{}`: {e}; allowed: a positive CNY amount",
+                        money_cfg.max_amount_cny
+                    ),
                 ))
             })
             .ok();
@@ -233,16 +253,25 @@ impl Settings {
             errors.push(ConfigError::new("dedup.max_ids", "allowed: at least 1024"));
         }
         if dedup.retention.is_some_and(|r| r.is_zero()) {
-            errors.push(ConfigError::new("dedup.retention", "allowed: a positive duration such as \"2h\", or unset"));
+            errors.push(ConfigError::new(
+                "dedup.retention",
+                "allowed: a positive duration such as \"2h\", or unset",
+            ));
         }
         if !(256..=16 * 1024 * 1024).contains(&engine.max_event_bytes) {
-            errors.push(ConfigError::new("engine.max_event_bytes", "allowed: 256 to 16777216"));
+            errors.push(ConfigError::new(
+                "engine.max_event_bytes",
+                "allowed: 256 to 16777216",
+            ));
         }
         if engine.top_n > 10_000 {
             errors.push(ConfigError::new("engine.top_n", "allowed: 0 to 10000"));
         }
         if engine.workers > 1024 {
-            errors.push(ConfigError::new("engine.workers", "allowed: 0 (one per core) to 1024"));
+            errors.push(ConfigError::new(
+                "engine.workers",
+                "allowed: 0 (one per core) to 1024",
+            ));
         }
 
         match (window, usd_per_cny, max_amount) {
@@ -284,7 +313,10 @@ mod tests {
     #[test]
     fn defaults_validate() {
         let s = Settings::defaults();
-        assert_eq!(s.thresholds, vec![10_000_000_000, 50_000_000_000, 100_000_000_000]);
+        assert_eq!(
+            s.thresholds,
+            vec![10_000_000_000, 50_000_000_000, 100_000_000_000]
+        );
         assert_eq!(s.window.seconds(), 86_400);
     }
 
@@ -300,8 +332,13 @@ mod tests {
             start: "2017-11-12T00:00:00+08:00".into(),
             end: "2017-11-11T00:00:00+08:00".into(),
         };
-        let errors = Settings::from_config(&window, &money_cfg, &DedupConfig::default(), &EngineConfig::default())
-            .unwrap_err();
+        let errors = Settings::from_config(
+            &window,
+            &money_cfg,
+            &DedupConfig::default(),
+            &EngineConfig::default(),
+        )
+        .unwrap_err();
         let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(
             keys,

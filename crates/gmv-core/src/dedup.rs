@@ -138,7 +138,8 @@ impl DedupSet {
             .is_some_and(|retention| at.saturating_sub(since) >= retention);
         if full || aged {
             // Reuse the dropped generation's allocation for the new one.
-            let mut recycled = std::mem::replace(&mut gens.previous, IdTable::with_hasher(PassThrough));
+            let mut recycled =
+                std::mem::replace(&mut gens.previous, IdTable::with_hasher(PassThrough));
             recycled.clear();
             gens.previous = std::mem::replace(&mut gens.current, recycled);
             gens.current_since = Some(at);
@@ -177,7 +178,12 @@ impl DedupSet {
         let mut out = Vec::with_capacity(self.len());
         for shard in self.shards.iter() {
             let g = shard.lock();
-            out.extend(g.previous.iter().chain(g.current.iter()).map(|(k, v)| (*k, *v)));
+            out.extend(
+                g.previous
+                    .iter()
+                    .chain(g.current.iter())
+                    .map(|(k, v)| (*k, *v)),
+            );
         }
         out
     }
@@ -216,7 +222,10 @@ mod tests {
         }
         // The last 10k are far inside the guaranteed max_ids/2 horizon.
         for i in 190_000..200_000 {
-            assert_eq!(set.check_and_insert(&format!("txn-{i}"), 1, 0), Verdict::Duplicate);
+            assert_eq!(
+                set.check_and_insert(&format!("txn-{i}"), 1, 0),
+                Verdict::Duplicate
+            );
         }
     }
 

@@ -97,7 +97,10 @@ impl Engine {
                 end: window.end_rfc3339(),
             },
             gmv_cny: format_fen(summary.gmv),
-            gmv_usd: money::format_decimal_2dp(money::convert_from_fen(summary.gmv, self.settings.usd_per_cny)),
+            gmv_usd: money::format_decimal_2dp(money::convert_from_fen(
+                summary.gmv,
+                self.settings.usd_per_cny,
+            )),
             transactions: summary.transactions,
             mobile_gmv_cny: format_fen(summary.mobile_gmv),
             mobile_share: share(summary.mobile_gmv, summary.gmv),
@@ -151,7 +154,13 @@ impl Engine {
         }
     }
 
-    fn minute_record(&self, minute: usize, gmv: u64, mobile_gmv: u64, transactions: u64) -> MinuteRecord {
+    fn minute_record(
+        &self,
+        minute: usize,
+        gmv: u64,
+        mobile_gmv: u64,
+        transactions: u64,
+    ) -> MinuteRecord {
         let window = self.aggregator.window();
         MinuteRecord {
             minute: window.format(window.start_millis() + minute as i64 * 60_000),
@@ -165,7 +174,10 @@ impl Engine {
     pub fn report(&self) -> Report {
         let window = self.aggregator.window();
         let mut per_second = self.aggregator.per_second();
-        let used = per_second.iter().rposition(|&c| c > 0).map_or(0, |last| last + 1);
+        let used = per_second
+            .iter()
+            .rposition(|&c| c > 0)
+            .map_or(0, |last| last + 1);
         per_second.truncate(used);
         Report {
             schema_version: REPORT_SCHEMA_VERSION,
@@ -196,7 +208,11 @@ impl Engine {
     /// Every merchant, biggest GMV first (ties by id).
     pub fn merchant_list(&self) -> Vec<MerchantRecord> {
         let mut merchants = self.aggregator.merchants();
-        merchants.sort_unstable_by(|a, b| b.gmv.cmp(&a.gmv).then_with(|| a.merchant_id.cmp(&b.merchant_id)));
+        merchants.sort_unstable_by(|a, b| {
+            b.gmv
+                .cmp(&a.gmv)
+                .then_with(|| a.merchant_id.cmp(&b.merchant_id))
+        });
         merchants
             .into_iter()
             .map(|m| MerchantRecord {
@@ -262,11 +278,17 @@ impl Worker<'_> {
     fn count(&mut self, payload: &[u8]) -> Result<(), Rejection> {
         let settings = &self.engine.settings;
         if payload.len() > settings.max_event_bytes {
-            return Err(Rejection::new(Reason::Oversize, "record exceeds engine.max_event_bytes"));
+            return Err(Rejection::new(
+                Reason::Oversize,
+                "record exceeds engine.max_event_bytes",
+            ));
         }
         let event = settings.decoder.decode(payload)?;
         if !settings.window.contains(event.settled_at) {
-            return Err(Rejection::new(Reason::OutsideWindow, "settled_at is outside the festival window"));
+            return Err(Rejection::new(
+                Reason::OutsideWindow,
+                "settled_at is outside the festival window",
+            ));
         }
         match self
             .engine
@@ -275,14 +297,24 @@ impl Worker<'_> {
         {
             Verdict::New => {}
             Verdict::Duplicate => {
-                return Err(Rejection::new(Reason::Duplicate, "txn_id already counted with the same content"))
+                return Err(Rejection::new(
+                    Reason::Duplicate,
+                    "txn_id already counted with the same content",
+                ))
             }
             Verdict::Conflict => {
-                return Err(Rejection::new(Reason::Conflict, "txn_id already counted with different content"))
+                return Err(Rejection::new(
+                    Reason::Conflict,
+                    "txn_id already counted with different content",
+                ))
             }
         }
-        self.tally
-            .add(&event.merchant_id, event.amount_fen, event.mobile, event.settled_at);
+        self.tally.add(
+            &event.merchant_id,
+            event.amount_fen,
+            event.mobile,
+            event.settled_at,
+        );
         Ok(())
     }
 
@@ -320,7 +352,8 @@ impl Latency {
         Self {
             // 1 µs to 1 h at 3 significant digits.
             histogram: Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid"),
+                Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                    .expect("static histogram bounds are valid"),
             ),
         }
     }
@@ -366,11 +399,20 @@ mod tests {
         let mut w = engine.worker();
         let e = event("t1", "m1", "10.00", "mobile", "2017-11-11T00:00:01+08:00");
         assert!(w.process(e.as_bytes()).is_ok());
-        assert_eq!(w.process(e.as_bytes()).unwrap_err().reason, Reason::Duplicate);
+        assert_eq!(
+            w.process(e.as_bytes()).unwrap_err().reason,
+            Reason::Duplicate
+        );
         let changed = event("t1", "m1", "11.00", "mobile", "2017-11-11T00:00:01+08:00");
-        assert_eq!(w.process(changed.as_bytes()).unwrap_err().reason, Reason::Conflict);
+        assert_eq!(
+            w.process(changed.as_bytes()).unwrap_err().reason,
+            Reason::Conflict
+        );
         let outside = event("t2", "m1", "10.00", "pc", "2017-11-12T00:00:00+08:00");
-        assert_eq!(w.process(outside.as_bytes()).unwrap_err().reason, Reason::OutsideWindow);
+        assert_eq!(
+            w.process(outside.as_bytes()).unwrap_err().reason,
+            Reason::OutsideWindow
+        );
         drop(w);
         let f = engine.figures();
         assert_eq!(f.gmv_cny, "10.00");
@@ -385,7 +427,10 @@ mod tests {
     fn oversize_records_are_refused_before_parsing() {
         let engine = Engine::new(Settings::defaults());
         let huge = vec![b' '; engine.settings().max_event_bytes + 1];
-        assert_eq!(engine.worker().process(&huge).unwrap_err().reason, Reason::Oversize);
+        assert_eq!(
+            engine.worker().process(&huge).unwrap_err().reason,
+            Reason::Oversize
+        );
     }
 
     #[test]
@@ -393,8 +438,17 @@ mod tests {
         let engine = Engine::new(Settings::defaults());
         let mut w = engine.worker();
         for txn in ["t1", "t2"] {
-            w.process(event(txn, "m1", "60000000.00", "mobile", "2017-11-11T00:00:05+08:00").as_bytes())
-                .unwrap();
+            w.process(
+                event(
+                    txn,
+                    "m1",
+                    "60000000.00",
+                    "mobile",
+                    "2017-11-11T00:00:05+08:00",
+                )
+                .as_bytes(),
+            )
+            .unwrap();
         }
         drop(w);
         let report = serde_json::to_value(engine.report()).unwrap();
@@ -403,6 +457,12 @@ mod tests {
         assert_eq!(report["peak_second"], "2017-11-11T00:00:05+08:00");
         assert_eq!(report["thresholds"][0]["merchants"], 1);
         assert_eq!(report["alerts"][0]["threshold_cny"], "100000000.00");
-        assert_eq!(report["series"]["per_second"]["counts"].as_array().unwrap().len(), 6);
+        assert_eq!(
+            report["series"]["per_second"]["counts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            6
+        );
     }
 }

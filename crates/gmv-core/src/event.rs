@@ -132,10 +132,19 @@ impl Decoder {
             detail: Cow::Owned(err.to_string()),
         })?;
         let txn_id = wire.txn_id.map(|t| t.0).ok_or_else(|| missing("txn_id"))?;
-        let merchant_id = wire.merchant_id.map(|t| t.0).ok_or_else(|| missing("merchant_id"))?;
+        let merchant_id = wire
+            .merchant_id
+            .map(|t| t.0)
+            .ok_or_else(|| missing("merchant_id"))?;
         let amount = wire.amount.ok_or_else(|| missing("amount"))?;
-        let channel = wire.channel.map(|t| t.0).ok_or_else(|| missing("channel"))?;
-        let settled_at_text = wire.settled_at.map(|t| t.0).ok_or_else(|| missing("settled_at"))?;
+        let channel = wire
+            .channel
+            .map(|t| t.0)
+            .ok_or_else(|| missing("channel"))?;
+        let settled_at_text = wire
+            .settled_at
+            .map(|t| t.0)
+            .ok_or_else(|| missing("settled_at"))?;
 
         check_id(&txn_id, "txn_id must be 1..64 bytes")?;
         check_id(&merchant_id, "merchant_id must be 1..64 bytes")?;
@@ -248,8 +257,14 @@ mod tests {
     #[test]
     fn currency_defaults_to_cny_and_foreign_is_converted() {
         let no_currency = SAMPLE.replace(r#""currency":"CNY","#, "");
-        assert_eq!(decoder().decode(no_currency.as_bytes()).unwrap().amount_fen, 129_900);
-        let usd = SAMPLE.replace(r#""amount":"1299.00","currency":"CNY""#, r#""amount":"100.00","currency":"USD""#);
+        assert_eq!(
+            decoder().decode(no_currency.as_bytes()).unwrap().amount_fen,
+            129_900
+        );
+        let usd = SAMPLE.replace(
+            r#""amount":"1299.00","currency":"CNY""#,
+            r#""amount":"100.00","currency":"USD""#,
+        );
         assert_eq!(decoder().decode(usd.as_bytes()).unwrap().amount_fen, 66_490);
     }
 
@@ -257,19 +272,52 @@ mod tests {
     fn each_bad_input_gets_its_reason() {
         assert_eq!(reason(&SAMPLE[..60]), Reason::Malformed);
         assert_eq!(reason("[]"), Reason::Malformed);
-        assert_eq!(reason(&SAMPLE.replace(r#""m-000123""#, "123")), Reason::Malformed);
-        assert_eq!(reason(&SAMPLE.replace(r#""channel":"mobile","#, "")), Reason::MissingField);
-        assert_eq!(reason(&SAMPLE.replace(r#""1299.00""#, r#""-1.00""#)), Reason::InvalidAmount);
-        assert_eq!(reason(&SAMPLE.replace(r#""1299.00""#, "0")), Reason::InvalidAmount);
-        assert_eq!(reason(&SAMPLE.replace(r#""1299.00""#, r#""1.005""#)), Reason::InvalidAmount);
-        assert_eq!(reason(&SAMPLE.replace(r#""1299.00""#, "true")), Reason::InvalidAmount);
-        assert_eq!(reason(&SAMPLE.replace(r#""1299.00""#, "1e400")), Reason::InvalidAmount);
-        assert_eq!(reason(&SAMPLE.replace(r#""CNY""#, r#""XYZ""#)), Reason::UnknownCurrency);
-        assert_eq!(reason(&SAMPLE.replace("+08:00", "")), Reason::InvalidTimestamp);
-        assert_eq!(reason(&SAMPLE.replace(r#""m-000123""#, r#""""#)), Reason::InvalidField);
+        assert_eq!(
+            reason(&SAMPLE.replace(r#""m-000123""#, "123")),
+            Reason::Malformed
+        );
+        assert_eq!(
+            reason(&SAMPLE.replace(r#""channel":"mobile","#, "")),
+            Reason::MissingField
+        );
+        assert_eq!(
+            reason(&SAMPLE.replace(r#""1299.00""#, r#""-1.00""#)),
+            Reason::InvalidAmount
+        );
+        assert_eq!(
+            reason(&SAMPLE.replace(r#""1299.00""#, "0")),
+            Reason::InvalidAmount
+        );
+        assert_eq!(
+            reason(&SAMPLE.replace(r#""1299.00""#, r#""1.005""#)),
+            Reason::InvalidAmount
+        );
+        assert_eq!(
+            reason(&SAMPLE.replace(r#""1299.00""#, "true")),
+            Reason::InvalidAmount
+        );
+        assert_eq!(
+            reason(&SAMPLE.replace(r#""1299.00""#, "1e400")),
+            Reason::InvalidAmount
+        );
+        assert_eq!(
+            reason(&SAMPLE.replace(r#""CNY""#, r#""XYZ""#)),
+            Reason::UnknownCurrency
+        );
+        assert_eq!(
+            reason(&SAMPLE.replace("+08:00", "")),
+            Reason::InvalidTimestamp
+        );
+        assert_eq!(
+            reason(&SAMPLE.replace(r#""m-000123""#, r#""""#)),
+            Reason::InvalidField
+        );
         let mut not_utf8 = SAMPLE.as_bytes().to_vec();
         not_utf8[30] = 0xff;
-        assert_eq!(decoder().decode(&not_utf8).unwrap_err().reason, Reason::Malformed);
+        assert_eq!(
+            decoder().decode(&not_utf8).unwrap_err().reason,
+            Reason::Malformed
+        );
     }
 
     #[test]
@@ -277,8 +325,14 @@ mod tests {
         let d = decoder();
         let a = d.decode(SAMPLE.as_bytes()).unwrap();
         let reordered = r#"{"settled_at":"2017-11-11T00:05:12.340+08:00","channel":"mobile","txn_id":"20171111000512340001","merchant_id":"m-000123","amount":1299.00}"#;
-        assert_eq!(d.decode(reordered.as_bytes()).unwrap().fingerprint, a.fingerprint);
+        assert_eq!(
+            d.decode(reordered.as_bytes()).unwrap().fingerprint,
+            a.fingerprint
+        );
         let other = SAMPLE.replace("1299.00", "1299.01");
-        assert_ne!(d.decode(other.as_bytes()).unwrap().fingerprint, a.fingerprint);
+        assert_ne!(
+            d.decode(other.as_bytes()).unwrap().fingerprint,
+            a.fingerprint
+        );
     }
 }

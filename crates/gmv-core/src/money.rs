@@ -204,7 +204,10 @@ mod tests {
             Err(AmountError::NotANumber)
         );
         assert_eq!(parse_minor_units("1e40"), Err(AmountError::NotANumber));
-        assert_eq!(parse_minor_units("184467440737095516.16"), Err(AmountError::TooLarge));
+        assert_eq!(
+            parse_minor_units("184467440737095516.16"),
+            Err(AmountError::TooLarge)
+        );
     }
 
     #[test]

@@ -174,8 +174,9 @@ impl<'de> serde::Deserialize<'de> for RejectCounts {
         let by_name = std::collections::BTreeMap::<String, u64>::deserialize(deserializer)?;
         let mut out = RejectCounts::default();
         for (name, n) in by_name {
-            let reason = Reason::from_name(&name)
-                .ok_or_else(|| serde::de::Error::custom(format!("unknown rejection reason `{name}`")))?;
+            let reason = Reason::from_name(&name).ok_or_else(|| {
+                serde::de::Error::custom(format!("unknown rejection reason `{name}`"))
+            })?;
             out.set(reason, n);
         }
         Ok(out)

@@ -53,7 +53,10 @@ impl DeadLetterRecord {
     pub fn new(letter: &DeadLetter<'_>) -> Self {
         let (payload, payload_hex) = match std::str::from_utf8(letter.payload) {
             Ok(text) => (Some(text.to_owned()), None),
-            Err(_) => (None, Some(letter.payload.iter().map(|b| format!("{b:02x}")).collect())),
+            Err(_) => (
+                None,
+                Some(letter.payload.iter().map(|b| format!("{b:02x}")).collect()),
+            ),
         };
         Self {
             reason: letter.rejection.reason.as_str().to_owned(),
@@ -70,7 +73,10 @@ impl DeadLetterRecord {
             (Some(text), _) => Some(text.as_bytes().to_vec()),
             (None, Some(hex)) => (0..hex.len())
                 .step_by(2)
-                .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                })
                 .collect(),
             (None, None) => None,
         }

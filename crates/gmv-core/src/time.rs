@@ -109,7 +109,8 @@ fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
         _ => return None,
     };
     let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
+    let seconds =
+        days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
     Some(seconds * 1000 + i64::from(millis))
 }
 
@@ -239,7 +240,10 @@ mod tests {
         assert!(!w.contains(w.end_millis()));
         assert!(!w.contains(w.start_millis() - 1));
         assert_eq!(w.seconds(), 86_400);
-        assert_eq!(w.format(w.start_millis() + 5_000), "2017-11-11T00:00:05+08:00");
+        assert_eq!(
+            w.format(w.start_millis() + 5_000),
+            "2017-11-11T00:00:05+08:00"
+        );
     }
 
     proptest! {

@@ -94,7 +94,9 @@ const MAX_AMOUNT_FEN: u64 = 100_000_000 * 100;
 /// Relative transaction intensity at second `s` of a day: the shape of 11.11.
 fn intensity(s: f64) -> f64 {
     let hour = 3600.0;
-    let bump = |centre: f64, width: f64, height: f64| height * (-((s - centre) / width).powi(2) / 2.0).exp();
+    let bump = |centre: f64, width: f64, height: f64| {
+        height * (-((s - centre) / width).powi(2) / 2.0).exp()
+    };
     1.0 + 25.0 * (-s / 90.0).exp()
         + 6.0 * (-s / 1800.0).exp()
         + bump(10.0 * hour, 2.0 * hour, 1.5)
@@ -130,11 +132,16 @@ impl Generator {
         }
         time_cdf.iter_mut().for_each(|c| *c /= total);
         let sigma = 1.0;
-        let good_share = 1.0 - cfg.malformed_share - cfg.duplicate_share - cfg.conflict_share - cfg.outside_window_share;
+        let good_share = 1.0
+            - cfg.malformed_share
+            - cfg.duplicate_share
+            - cfg.conflict_share
+            - cfg.outside_window_share;
         let counted = (cfg.events as f64 * good_share.max(0.01)).max(1.0);
         Self {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
-            zipf: Zipf::new(cfg.merchants.max(1), cfg.zipf_exponent).expect("zipf parameters are positive"),
+            zipf: Zipf::new(cfg.merchants.max(1), cfg.zipf_exponent)
+                .expect("zipf parameters are positive"),
             amounts: LogNormal::new(-sigma * sigma / 2.0, sigma).expect("sigma is positive"),
             time_cdf,
             mean_amount_fen: cfg.target_gmv_cny as f64 * 100.0 / counted,
@@ -147,10 +154,19 @@ impl Generator {
 
     fn event_time(&mut self) -> i64 {
         let u = (self.produced as f64 + self.rng.gen::<f64>()) / self.cfg.events.max(1) as f64;
-        let second = self.time_cdf.partition_point(|&c| c < u).min(self.time_cdf.len() - 1);
+        let second = self
+            .time_cdf
+            .partition_point(|&c| c < u)
+            .min(self.time_cdf.len() - 1);
         let jitter: i64 = self.rng.gen_range(-150..150);
-        let at = self.cfg.window.start_millis() + second as i64 * 1000 + self.rng.gen_range(0..1000) + jitter;
-        at.clamp(self.cfg.window.start_millis(), self.cfg.window.end_millis() - 1)
+        let at = self.cfg.window.start_millis()
+            + second as i64 * 1000
+            + self.rng.gen_range(0..1000)
+            + jitter;
+        at.clamp(
+            self.cfg.window.start_millis(),
+            self.cfg.window.end_millis() - 1,
+        )
     }
 
     fn format_time(&self, at: i64) -> String {
@@ -180,7 +196,11 @@ impl Generator {
         let fen = self.amount_fen();
         let (amount, currency) = if self.rng.gen_bool(self.cfg.foreign_share) {
             // A foreign amount of roughly the same value; the engine converts it at its rate.
-            let (code, per_unit_fen) = if self.rng.gen_bool(0.5) { ("USD", 665) } else { ("HKD", 85) };
+            let (code, per_unit_fen) = if self.rng.gen_bool(0.5) {
+                ("USD", 665)
+            } else {
+                ("HKD", 85)
+            };
             (fen_text((fen / per_unit_fen).max(1)), code)
         } else {
             (fen_text(fen), "CNY")
@@ -205,12 +225,16 @@ impl Generator {
         let text = String::from_utf8_lossy(good).into_owned();
         match self.rng.gen_range(0..9) {
             0 => good[..good.len() / 2].to_vec(),
-            1 => text.replacen(&format!(r#""{merchant_id}""#), "12345", 1).into_bytes(),
+            1 => text
+                .replacen(&format!(r#""{merchant_id}""#), "12345", 1)
+                .into_bytes(),
             2 => replace_amount(&text, "-12.00"),
             3 => replace_amount(&text, "12.345"),
             4 => replace_amount(&text, "0.00"),
             5 => text.replacen(r#""channel":"#, r#""chan":"#, 1).into_bytes(),
-            6 => text.replacen(r#""settled_at":"2"#, r#""settled_at":"yesterday 2"#, 1).into_bytes(),
+            6 => text
+                .replacen(r#""settled_at":"2"#, r#""settled_at":"yesterday 2"#, 1)
+                .into_bytes(),
             7 => {
                 let mut bytes = good.to_vec();
                 let at = bytes.len() / 3;
@@ -264,7 +288,10 @@ impl Iterator for Generator {
                 let text = String::from_utf8_lossy(&payload).into_owned();
                 let start = text.find(r#""amount":"#).map_or(0, |i| i + 9);
                 let digits = text[start..].trim_start_matches('"');
-                let value: String = digits.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+                let value: String = digits
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.')
+                    .collect();
                 let bumped = gmv_core::money::parse_minor_units(&value).map_or(1, |u| u + 1);
                 replace_amount(&text, &fen_text(bumped))
             };
@@ -278,12 +305,16 @@ impl Iterator for Generator {
         let (key, txn_id, payload) = self.valid_record(at);
         if roll >= conflict && roll < malformed {
             let broken = self.broken_record(&key, &payload);
-            return Some(SynthRecord { key, payload: broken });
+            return Some(SynthRecord {
+                key,
+                payload: broken,
+            });
         }
         if self.recent.len() == 1024 {
             self.recent.pop_front();
         }
-        self.recent.push_back((key.clone(), txn_id, payload.clone()));
+        self.recent
+            .push_back((key.clone(), txn_id, payload.clone()));
         Some(SynthRecord { key, payload })
     }
 }
@@ -305,7 +336,10 @@ mod tests {
 
     #[test]
     fn same_seed_same_bytes_other_seed_other_bytes() {
-        let cfg = SynthConfig { events: 2_000, ..SynthConfig::default() };
+        let cfg = SynthConfig {
+            events: 2_000,
+            ..SynthConfig::default()
+        };
         let a: Vec<_> = Generator::new(cfg.clone()).collect();
         let b: Vec<_> = Generator::new(cfg.clone()).collect();
         let c: Vec<_> = Generator::new(SynthConfig { seed: 12, ..cfg }).collect();
@@ -328,21 +362,47 @@ mod tests {
         };
         let report = run(cfg);
         let r = &report.figures.rejected;
-        for reason in [Reason::Duplicate, Reason::Conflict, Reason::OutsideWindow, Reason::Malformed, Reason::InvalidAmount] {
+        for reason in [
+            Reason::Duplicate,
+            Reason::Conflict,
+            Reason::OutsideWindow,
+            Reason::Malformed,
+            Reason::InvalidAmount,
+        ] {
             assert!(r.get(reason) > 0, "no {reason} in the stream");
         }
-        assert!((0.85..0.95).contains(&report.figures.mobile_share), "{}", report.figures.mobile_share);
+        assert!(
+            (0.85..0.95).contains(&report.figures.mobile_share),
+            "{}",
+            report.figures.mobile_share
+        );
         // The midnight surge: the peak second is in the first minutes.
-        let peak = report.series.per_second.counts.iter().enumerate().max_by_key(|(_, c)| **c).unwrap().0;
+        let peak = report
+            .series
+            .per_second
+            .counts
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, c)| **c)
+            .unwrap()
+            .0;
         assert!(peak < 600, "peak at second {peak}");
         // A few giants cross the top threshold; many more the lowest one.
         let t = &report.figures.thresholds;
-        assert!(t[2].merchants >= 1 && t[0].merchants > t[2].merchants, "{t:?}");
+        assert!(
+            t[2].merchants >= 1 && t[0].merchants > t[2].merchants,
+            "{t:?}"
+        );
     }
 
     #[test]
     fn clean_stream_totals_about_the_target() {
-        let report = run(SynthConfig { events: 50_000, merchants: 5_000, ..SynthConfig::default() }.clean());
+        let report = run(SynthConfig {
+            events: 50_000,
+            merchants: 5_000,
+            ..SynthConfig::default()
+        }
+        .clean());
         assert_eq!(report.figures.accounting.rejected, 0);
         let gmv: f64 = report.figures.gmv_cny.parse().unwrap();
         assert!((gmv / 168.2e9 - 1.0).abs() < 0.1, "{gmv}");

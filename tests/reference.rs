@@ -1,0 +1,447 @@
+//! End to end: `gmv generate` a stream with every kind of bad record, `gmv
+//! run` it on several workers, and compare every field of the report with an
+//! independent answer computed here by plain single-threaded code (serde_json
+//! values, rust_decimal, chrono and a HashMap), sharing nothing with the
+//! engine but the contract in EVENTS.md.
+
+use chrono::{DateTime, FixedOffset, Timelike};
+use rust_decimal::prelude::*;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::process::Command;
+
+fn gmv() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gmv"))
+}
+
+#[derive(Default)]
+struct Merchant {
+    gmv: Decimal,
+    mobile: Decimal,
+    transactions: u64,
+}
+
+/// The report per the contract, computed the slow and obvious way.
+struct Reference {
+    gmv: Decimal,
+    mobile: Decimal,
+    transactions: u64,
+    consumed: u64,
+    rejected: HashMap<&'static str, u64>,
+    merchants: HashMap<String, Merchant>,
+    per_second: HashMap<i64, u64>,
+}
+
+fn rate(currency: &str) -> Option<Decimal> {
+    Some(match currency {
+        "CNY" => Decimal::ONE,
+        "USD" => dec("6.6490"),
+        "HKD" => dec("0.8512"),
+        "EUR" => dec("7.7350"),
+        "JPY" => dec("0.0587"),
+        _ => return None,
+    })
+}
+
+fn dec(text: &str) -> Decimal {
+    Decimal::from_str(text).expect("test literal")
+}
+
+fn text_of(v: &Value, field: &str) -> Result<Option<String>, &'static str> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        // A field of the wrong JSON type fails the schema: malformed.
+        Some(_) => Err("malformed"),
+    }
+}
+
+/// A valid record: (txn, merchant, CNY exact to the fen, mobile, time, the JSON).
+type Valid = (String, String, Decimal, bool, DateTime<FixedOffset>, Value);
+
+/// Why a record is rejected, or what it is.
+fn judge(line: &[u8]) -> Result<Valid, &'static str> {
+    let v: Value = serde_json::from_slice(line).map_err(|_| "malformed")?;
+    if !v.is_object() {
+        return Err("malformed");
+    }
+    let txn = text_of(&v, "txn_id")?.ok_or("missing_field")?;
+    let merchant = text_of(&v, "merchant_id")?.ok_or("missing_field")?;
+    let amount_text = match v.get("amount") {
+        None | Some(Value::Null) => return Err("missing_field"),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err("malformed"),
+    };
+    let channel = text_of(&v, "channel")?.ok_or("missing_field")?;
+    let settled = text_of(&v, "settled_at")?.ok_or("missing_field")?;
+    if txn.is_empty() || txn.len() > 64 || merchant.is_empty() || merchant.len() > 64 {
+        return Err("invalid_field");
+    }
+    let amount = Decimal::from_str_exact(&amount_text).map_err(|_| "invalid_amount")?;
+    if amount <= Decimal::ZERO || amount.normalize().scale() > 2 {
+        return Err("invalid_amount");
+    }
+    let currency = text_of(&v, "currency")?.unwrap_or_else(|| "CNY".into());
+    let cny = (amount * rate(&currency).ok_or("unknown_currency")?)
+        .round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
+    if cny <= Decimal::ZERO || cny > dec("100000000.00") {
+        return Err("invalid_amount");
+    }
+    let at = DateTime::parse_from_rfc3339(&settled).map_err(|_| "invalid_timestamp")?;
+    Ok((txn, merchant, cny, channel == "mobile", at, v))
+}
+
+impl Reference {
+    fn compute(input: &[u8]) -> Self {
+        let start = DateTime::parse_from_rfc3339("2017-11-11T00:00:00+08:00").expect("literal");
+        let end = DateTime::parse_from_rfc3339("2017-11-12T00:00:00+08:00").expect("literal");
+        let mut seen: HashMap<String, Value> = HashMap::new();
+        let mut r = Reference {
+            gmv: Decimal::ZERO,
+            mobile: Decimal::ZERO,
+            transactions: 0,
+            consumed: 0,
+            rejected: HashMap::new(),
+            merchants: HashMap::new(),
+            per_second: HashMap::new(),
+        };
+        for line in input.split(|&b| b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            r.consumed += 1;
+            let verdict = judge(line).and_then(|(txn, merchant, cny, mobile, at, v)| {
+                if at < start || at >= end {
+                    return Err("outside_window");
+                }
+                match seen.get(&txn) {
+                    Some(first) if *first == v => Err("duplicate"),
+                    Some(_) => Err("conflict"),
+                    None => {
+                        seen.insert(txn, v);
+                        Ok((merchant, cny, mobile, at))
+                    }
+                }
+            });
+            match verdict {
+                Err(reason) => *r.rejected.entry(reason).or_default() += 1,
+                Ok((merchant, cny, mobile, at)) => {
+                    r.gmv += cny;
+                    r.transactions += 1;
+                    let m = r.merchants.entry(merchant).or_default();
+                    m.gmv += cny;
+                    m.transactions += 1;
+                    if mobile {
+                        r.mobile += cny;
+                        m.mobile += cny;
+                    }
+                    *r.per_second.entry(at.timestamp()).or_default() += 1;
+                }
+            }
+        }
+        r
+    }
+}
+
+fn money(v: &Value) -> Decimal {
+    dec(v.as_str().expect("money is a string"))
+}
+
+/// Generates a day with every kind of bad record, runs it on `workers`, and
+/// checks report, dead letters and alerts against the reference.
+fn generated_day_matches_reference(workers: usize, conflict_share: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("events.jsonl");
+    let status = gmv()
+        .args([
+            "generate",
+            "--events",
+            "300000",
+            "--seed",
+            "7",
+            "--merchants",
+            "2000",
+        ])
+        .args([
+            "--duplicate-share",
+            "0.01",
+            "--conflict-share",
+            conflict_share,
+            "--malformed-share",
+            "0.01",
+        ])
+        .args([
+            "--outside-window-share",
+            "0.005",
+            "--foreign-share",
+            "0.05",
+            "-o",
+        ])
+        .arg(&input)
+        .status()
+        .expect("gmv generate runs");
+    assert!(status.success());
+    let report_path = dir.path().join("report.json");
+    let dead_path = dir.path().join("dead.jsonl");
+    let alerts_path = dir.path().join("alerts.jsonl");
+    // Thresholds low enough that many merchants cross each.
+    let config = dir.path().join("gmv.toml");
+    std::fs::write(
+        &config,
+        format!("[money]\nthresholds_cny = [\"10000000.00\", \"50000000.00\", \"100000000.00\"]\n[engine]\ntop_n = 10\nworkers = {workers}\n"),
+    )
+    .expect("config written");
+    let output = gmv()
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--input"])
+        .arg(&input)
+        .arg("--report")
+        .arg(&report_path)
+        .arg("--dead-letter")
+        .arg(&dead_path)
+        .arg("--alerts")
+        .arg(&alerts_path)
+        .output()
+        .expect("gmv run runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let bytes = std::fs::read(&input).expect("input readable");
+    let want = Reference::compute(&bytes);
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).expect("report"))
+        .expect("report is JSON");
+    check_report(
+        &report,
+        &want,
+        &[dec("10000000.00"), dec("50000000.00"), dec("100000000.00")],
+    );
+    check_dead_letters(&dead_path, &want, &bytes);
+    check_alerts(&alerts_path, &report, &want);
+}
+
+/// Conflicting reuses of a txn_id resolve to the first one processed, so the
+/// exact comparison with conflicts present needs processing in file order.
+#[test]
+fn report_with_conflicts_on_one_worker_equals_an_independent_answer_in_every_field() {
+    generated_day_matches_reference(1, "0.002");
+}
+
+#[test]
+fn report_on_four_workers_equals_an_independent_answer_in_every_field() {
+    generated_day_matches_reference(4, "0");
+}
+
+fn check_report(report: &Value, want: &Reference, thresholds: &[Decimal]) {
+    assert_eq!(report["window"]["start"], "2017-11-11T00:00:00+08:00");
+    assert_eq!(report["window"]["end"], "2017-11-12T00:00:00+08:00");
+    assert_eq!(money(&report["gmv_cny"]), want.gmv);
+    assert_eq!(
+        money(&report["gmv_usd"]),
+        (want.gmv * dec("0.1504")).round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven)
+    );
+    assert_eq!(report["transactions"], want.transactions);
+    assert_eq!(money(&report["mobile_gmv_cny"]), want.mobile);
+    let share = (want.mobile / want.gmv).to_f64().expect("share");
+    assert!((report["mobile_share"].as_f64().expect("share") - share).abs() < 1e-12);
+    assert!(
+        (0.85..0.95).contains(&share),
+        "about 90% mobile, got {share}"
+    );
+
+    let (peak_second, peak) = want
+        .per_second
+        .iter()
+        .max_by_key(|(second, count)| (**count, std::cmp::Reverse(**second)))
+        .expect("events");
+    assert_eq!(report["peak_tps"], *peak);
+    let peak_at =
+        DateTime::parse_from_rfc3339(report["peak_second"].as_str().expect("peak second"))
+            .expect("rfc3339");
+    assert_eq!(peak_at.timestamp(), *peak_second);
+    assert_eq!(peak_at.nanosecond(), 0);
+
+    assert_eq!(report["merchants"], want.merchants.len());
+    for (i, threshold) in thresholds.iter().enumerate() {
+        let over = want
+            .merchants
+            .values()
+            .filter(|m| m.gmv >= *threshold)
+            .count();
+        assert_eq!(money(&report["thresholds"][i]["cny"]), *threshold);
+        assert_eq!(
+            report["thresholds"][i]["merchants"], over,
+            "threshold {threshold}"
+        );
+        assert!(over > 0, "test data must cross threshold {threshold}");
+    }
+
+    let rejected = report["rejected"].as_object().expect("rejected");
+    for (reason, count) in rejected {
+        assert_eq!(
+            count.as_u64(),
+            Some(want.rejected.get(reason.as_str()).copied().unwrap_or(0)),
+            "{reason}"
+        );
+    }
+    for reason in want.rejected.keys() {
+        assert!(
+            rejected.contains_key(*reason),
+            "reason {reason} missing from the report"
+        );
+    }
+    for reason in [
+        "duplicate",
+        "outside_window",
+        "malformed",
+        "invalid_amount",
+        "invalid_timestamp",
+        "missing_field",
+    ] {
+        assert!(
+            want.rejected.get(reason).copied().unwrap_or(0) > 0,
+            "test data must have {reason}"
+        );
+    }
+    let total_rejected: u64 = want.rejected.values().sum();
+    assert_eq!(report["accounting"]["consumed"], want.consumed);
+    assert_eq!(report["accounting"]["counted"], want.transactions);
+    assert_eq!(report["accounting"]["rejected"], total_rejected);
+    assert_eq!(want.consumed, want.transactions + total_rejected);
+
+    let mut ranked: Vec<(&String, &Merchant)> = want.merchants.iter().collect();
+    ranked.sort_by(|a, b| b.1.gmv.cmp(&a.1.gmv).then_with(|| a.0.cmp(b.0)));
+    let top = report["top_merchants"].as_array().expect("top merchants");
+    assert_eq!(top.len(), 10);
+    for (got, (id, m)) in top.iter().zip(&ranked) {
+        assert_eq!(got["merchant_id"], id.as_str());
+        assert_eq!(money(&got["gmv_cny"]), m.gmv);
+        assert_eq!(got["transactions"], m.transactions);
+    }
+    let list = report["merchant_list"].as_array().expect("merchant list");
+    assert_eq!(list.len(), want.merchants.len());
+    for got in list {
+        let m = &want.merchants[got["merchant_id"].as_str().expect("id")];
+        assert_eq!(money(&got["gmv_cny"]), m.gmv);
+        assert_eq!(money(&got["mobile_gmv_cny"]), m.mobile);
+        assert_eq!(got["transactions"], m.transactions);
+    }
+    let counts = report["series"]["per_second"]["counts"]
+        .as_array()
+        .expect("per-second series");
+    let start = DateTime::parse_from_rfc3339("2017-11-11T00:00:00+08:00")
+        .expect("literal")
+        .timestamp();
+    for (second, count) in counts.iter().enumerate() {
+        let want_count = want
+            .per_second
+            .get(&(start + second as i64))
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(count.as_u64(), Some(want_count), "second {second}");
+    }
+    let minute_gmv: Decimal = report["series"]["per_minute"]
+        .as_array()
+        .expect("per-minute series")
+        .iter()
+        .map(|m| money(&m["gmv_cny"]))
+        .sum();
+    assert_eq!(minute_gmv, want.gmv);
+}
+
+fn check_dead_letters(path: &Path, want: &Reference, input: &[u8]) {
+    let text = std::fs::read_to_string(path).expect("dead letters");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("dead letter is JSON"))
+        .collect();
+    assert_eq!(lines.len() as u64, want.rejected.values().sum::<u64>());
+    let input_lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+    for letter in &lines {
+        let origin = letter["origin"].as_str().expect("origin");
+        let line_no: usize = origin
+            .rsplit(':')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("origin FILE:LINE");
+        let original = input_lines[line_no - 1];
+        match (&letter["payload"], &letter["payload_hex"]) {
+            (Value::String(p), _) => assert_eq!(p.as_bytes(), original, "{origin}"),
+            (_, Value::String(hex)) => assert_eq!(hex.len(), original.len() * 2, "{origin}"),
+            _ => panic!("dead letter without payload: {letter}"),
+        }
+        assert_eq!(
+            judge_reason(original, letter),
+            letter["reason"].as_str().expect("reason")
+        );
+    }
+}
+
+/// The reference's reason for a line, given that it was rejected (duplicates
+/// and window are decided by context, so they are taken from the letter when
+/// the record itself is valid).
+fn judge_reason<'a>(line: &[u8], letter: &'a Value) -> &'a str {
+    let said = letter["reason"].as_str().expect("reason");
+    match judge(line) {
+        Err(reason) => {
+            assert_eq!(
+                reason, said,
+                "line judged {reason}, dead letter says {said}"
+            );
+            said
+        }
+        Ok(_) => {
+            assert!(
+                ["duplicate", "conflict", "outside_window"].contains(&said),
+                "valid record rejected as {said}"
+            );
+            said
+        }
+    }
+}
+
+fn check_alerts(path: &Path, report: &Value, want: &Reference) {
+    let text = std::fs::read_to_string(path).expect("alerts");
+    let alerts: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("alert is JSON"))
+        .collect();
+    let announced: BTreeSet<(String, Decimal)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["merchant_id"].as_str().expect("id").to_owned(),
+                money(&a["threshold_cny"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        announced.len(),
+        alerts.len(),
+        "an alert was announced twice"
+    );
+    let mut expected = BTreeSet::new();
+    for t in report["thresholds"].as_array().expect("thresholds") {
+        let threshold = money(&t["cny"]);
+        for (id, m) in &want.merchants {
+            if m.gmv >= threshold {
+                expected.insert((id.clone(), threshold));
+            }
+        }
+    }
+    assert_eq!(announced, expected);
+    for a in &alerts {
+        assert!(money(&a["gmv_cny"]) >= money(&a["threshold_cny"]));
+        DateTime::parse_from_rfc3339(a["settled_at"].as_str().expect("settled_at"))
+            .expect("rfc3339");
+    }
+    assert_eq!(
+        report["alerts"].as_array().expect("report alerts").len(),
+        alerts.len()
+    );
+}
