@@ -1,6 +1,7 @@
 // gmv-stream gala scoreboard. Plain ES2020, no dependencies.
 // Data: GET /api/snapshot once, then EventSource('/api/live') with
-// `snapshot` and `alert` events (see the crate docs for the JSON contract).
+// `snapshot` and `alert` events (the JSON contract is ../shared/EVENTS.md;
+// event ids and resuming are described in gmv-serve's src/feed.rs).
 "use strict";
 
 (() => {
@@ -214,10 +215,12 @@
     setText($("festival-date"), longDate((s.window && s.window.start) || s.watermark));
     setText($("watermark"), s.watermark ? hms(s.watermark) : "--:--:--");
 
+    // No samples yet (or a source that does not measure): say so, not "0 ms".
     const lat = s.latency_ms || {};
-    setText($("lat-p50"), fmtMs(lat.p50));
-    setText($("lat-p99"), fmtMs(lat.p99));
-    setText($("lat-p999"), fmtMs(lat.p999));
+    const measured = Number(lat.count) > 0;
+    setText($("lat-p50"), measured ? fmtMs(lat.p50) : "–");
+    setText($("lat-p99"), measured ? fmtMs(lat.p99) : "–");
+    setText($("lat-p999"), measured ? fmtMs(lat.p999) : "–");
     const acc = s.accounting || {};
     setText($("counted"), acc.counted == null ? "–" : fmtInt(acc.counted));
     const rej = s.rejected || {};
@@ -462,13 +465,19 @@
   let es = null;
   let retryMs = 1000;
   let retryTimer = 0;
+  let lastEventId = "";  // where to resume when we reopen the stream ourselves
 
   function connect() {
     clearTimeout(retryTimer);
     if (es) es.close();
     esReconnecting = false;
-    es = new EventSource("/api/live");
-    const parse = (e) => { try { return JSON.parse(e.data); } catch (_) { return null; } };
+    // The browser's own reconnects send Last-Event-ID; a new EventSource
+    // cannot, so it names the resume point in the query instead.
+    es = new EventSource(lastEventId ? "/api/live?last_event_id=" + encodeURIComponent(lastEventId) : "/api/live");
+    const parse = (e) => {
+      if (e.lastEventId) lastEventId = e.lastEventId;
+      try { return JSON.parse(e.data); } catch (_) { return null; }
+    };
     es.addEventListener("snapshot", (e) => onSnapshot(parse(e)));
     es.addEventListener("alert", (e) => onAlert(parse(e)));
     es.onmessage = (e) => { // untyped events: route by shape
