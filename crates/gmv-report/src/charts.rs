@@ -331,7 +331,11 @@ fn tps(run: &Report, axis: &TimeAxis) -> Result<String, OutputError> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(if peak.is_some_and(|at| at > axis.hours * 0.5) {
+                SeriesLabelPosition::UpperLeft
+            } else {
+                SeriesLabelPosition::UpperRight
+            })
             .margin(12)
             .label_font((FONT, 17))
             .background_style(WHITE.mix(0.9))
@@ -372,14 +376,24 @@ fn mobile_share(
         .comparison
         .as_ref()
         .map(|c| (c.previous_title.clone(), c.previous_mobile_share));
-    let lowest = points
-        .iter()
-        .map(|p| p.1)
-        .chain([overall])
-        .chain(previous.as_ref().map(|p| p.1))
-        .fold(1.0, f64::min);
-    // Start the axis at a round tenth below the data, but show at least 50 points of range.
-    let y_min = ((lowest * 10.0).floor() / 10.0 - 0.05).clamp(0.0, 0.5);
+    let shares = || {
+        points
+            .iter()
+            .map(|p| p.1)
+            .chain([overall])
+            .chain(previous.as_ref().map(|p| p.1))
+    };
+    let lowest = shares().fold(1.0, f64::min);
+    let highest = shares().fold(0.0, f64::max);
+    // A round tenth well below the data, leaving at least 40 points of range.
+    let y_min = ((lowest - 0.12) * 10.0).floor().clamp(0.0, 6.0) / 10.0;
+    // The legend takes about the lowest (or highest) quarter of the plot: put it where the lines are not.
+    let room = 0.3 * (1.0 - y_min);
+    let legend = if lowest >= y_min + room || highest > 1.0 - room {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::UpperRight
+    };
     let title = report.title.clone();
     svg("the mobile share chart", |root| {
         let mut chart = ChartBuilder::on(root)
@@ -430,7 +444,7 @@ fn mobile_share(
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(legend)
             .margin(12)
             .label_font((FONT, 17))
             .background_style(WHITE.mix(0.9))
@@ -515,4 +529,78 @@ fn threshold_ladder(report: &PostEventReport, axis: &TimeAxis) -> Result<String,
             .draw()?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::build;
+    use gmv_core::{Engine, Settings};
+
+    fn run_with(events: &[(&str, &str, &str, &str)]) -> Report {
+        let engine = Engine::new(Settings::defaults());
+        let mut w = engine.worker();
+        for (i, (merchant, amount, channel, at)) in events.iter().enumerate() {
+            let e = format!(
+                r#"{{"txn_id":"t{i}","merchant_id":"{merchant}","amount":"{amount}","channel":"{channel}","settled_at":"{at}"}}"#
+            );
+            assert!(w.process(e.as_bytes()).is_ok(), "{e}");
+        }
+        drop(w);
+        engine.report()
+    }
+
+    #[test]
+    fn the_day_ends_at_24_00() {
+        let axis = TimeAxis::new(&Window::singles_day_2017());
+        assert_eq!(axis.clock(0.0), "00:00");
+        assert_eq!(axis.clock(13.5), "13:30");
+        assert_eq!(axis.clock(24.0), "24:00");
+        assert_eq!(axis.clock_seconds(5.0 / 3600.0), "00:00:05");
+        assert_eq!(axis.description(), "time of day (UTC+08:00)");
+    }
+
+    #[test]
+    fn a_late_peak_is_labelled_to_its_left() {
+        let run = run_with(&[
+            ("m-1", "10.00", "mobile", "2017-11-11T01:00:00+08:00"),
+            ("m-1", "10.00", "mobile", "2017-11-11T23:00:00+08:00"),
+            ("m-2", "10.00", "pc", "2017-11-11T23:00:00.500+08:00"),
+        ]);
+        let report = build(&run, None).unwrap();
+        let charts = draw_charts(&run, &report).unwrap();
+        let label = charts
+            .tps
+            .lines()
+            .position(|l| l.contains("peak: 2 per second at 23:00:00"))
+            .expect("peak label");
+        let text_tag = charts
+            .tps
+            .lines()
+            .take(label)
+            .filter(|l| l.contains("<text"))
+            .last()
+            .unwrap();
+        assert!(text_tag.contains(r#"text-anchor="end""#), "{text_tag}");
+    }
+
+    #[test]
+    fn an_empty_run_still_draws_every_chart() {
+        let run = run_with(&[]);
+        let report = build(&run, None).unwrap();
+        let charts = draw_charts(&run, &report).unwrap();
+        for svg in [
+            &charts.cumulative_gmv,
+            &charts.tps,
+            &charts.mobile_share,
+            &charts.threshold_ladder,
+        ] {
+            assert!(
+                svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+                "{svg}"
+            );
+            assert!(svg.contains("time of day (UTC+08:00)"));
+        }
+        assert!(!charts.tps.contains("peak:"));
+    }
 }

@@ -2,7 +2,8 @@
 //! Chromium, so a person can look at it. Ignored by default (it needs
 //! Chromium and takes a few seconds):
 //! `cargo test -p gmv-report --test render_png -- --ignored`.
-//! Set `CHROMIUM` to use another browser binary.
+//! Set `CHROMIUM` to use another browser binary, and `PREVIEW_EVENTS` (e.g.
+//! `1000000`) to render a bigger synthetic day than the test fixture.
 
 mod common;
 
@@ -29,7 +30,13 @@ fn report_html_renders_to_png_in_headless_chromium() {
     let target = target_dir();
     let work = target.join("gmv-report-preview");
     std::fs::create_dir_all(&work).expect("target dir is writable");
-    let (opts, summary) = common::make_report(&work);
+    let (opts, summary) = match std::env::var("PREVIEW_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        Some(events) => preview(&work, events),
+        None => common::make_report(&work),
+    };
     let html =
         std::fs::canonicalize(opts.out_dir.join("report.html")).expect("report.html was written");
     let png = std::fs::canonicalize(&target)
@@ -77,4 +84,32 @@ fn report_html_renders_to_png_in_headless_chromium() {
         bytes.len()
     );
     eprintln!("{}\n{}", summary.headline, png.display());
+}
+
+/// A report over a synthetic day of `events` records (and a previous year of 70% of them).
+fn preview(dir: &Path, events: u64) -> (gmv_report::ReportOptions, gmv_report::ReportSummary) {
+    let this_year = common::synthetic_run(
+        2017,
+        gmv_synth::SynthConfig {
+            events,
+            ..Default::default()
+        },
+    );
+    let last_year = common::synthetic_run(
+        2016,
+        gmv_synth::SynthConfig {
+            events: events * 7 / 10,
+            seed: 10,
+            target_gmv_cny: 120_700_000_000,
+            mobile_share: 0.82,
+            ..Default::default()
+        },
+    );
+    let opts = gmv_report::ReportOptions {
+        run: common::write_json(dir, "run-2017.json", &this_year),
+        compare: Some(common::write_json(dir, "run-2016.json", &last_year)),
+        out_dir: dir.join("out"),
+    };
+    let summary = gmv_report::write_report(&opts).expect("the preview report is made");
+    (opts, summary)
 }
