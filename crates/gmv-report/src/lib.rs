@@ -11,7 +11,7 @@
 //! - [`input`]: reading the run report and the comparison report, with errors
 //!   that name the file, the line and the problem.
 //! - [`model`]: the post-event report as data (`report.json`) and [`build`].
-//! - [`headline`]: the paragraph written from the figures.
+//! - [`mod@headline`]: the paragraph written from the figures.
 //! - [`merchants`]: `merchants.csv`, every merchant with its threshold crossings.
 //! - [`charts`]: the SVG charts, drawn with `plotters`.
 //! - [`html`]: `report.html`, one self-contained page.

@@ -27,7 +27,7 @@ pub struct PostEventReport {
     pub schema_version: u32,
     /// The festival as people name it: `11.11 2017` (month.day year of the window's start).
     pub title: String,
-    /// The paragraph that tells the day in figures (see [`crate::headline`]).
+    /// The paragraph that tells the day in figures (see [`crate::headline()`]).
     pub headline: String,
     /// The run's contract figures, unchanged.
     #[serde(flatten)]
