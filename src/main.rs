@@ -70,8 +70,23 @@ enum Command {
     Demo(DemoArgs),
     /// Write the synthetic 11.11 stream as newline-delimited JSON.
     Generate(GenerateArgs),
+    /// Write the post-event report (report.json, merchants.csv, report.html) from a run's report.
+    Report(ReportArgs),
     /// Print the merged configuration (defaults, file, environment) as TOML.
     Config,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The report JSON written by `gmv run --report`.
+    #[arg(long)]
+    run: PathBuf,
+    /// A previous year's report (from `gmv run` or `gmv report`) for growth figures.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Directory to write into (created if missing).
+    #[arg(long, short, default_value = "gmv-report")]
+    out: PathBuf,
 }
 
 /// Flags shared by every command that processes events.
@@ -202,6 +217,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate(args) => generate(&args, config_file),
+        Command::Report(args) => post_event_report(args),
         Command::Run(args) => {
             let loaded = Config::load(config_file, &overrides(&args.engine))?;
             let hold_limit = loaded.settings.max_event_bytes.max(16 << 20) + 1;
@@ -400,6 +416,30 @@ fn summary(report: &Report, elapsed: Duration) -> String {
         f.accounting.consumed as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
     );
     out
+}
+
+fn post_event_report(args: ReportArgs) -> Result<ExitCode> {
+    let options = gmv_report::ReportOptions {
+        run: args.run,
+        compare: args.compare,
+        out_dir: args.out,
+    };
+    match gmv_report::write_report(&options) {
+        Ok(summary) => {
+            println!("{}", summary.headline);
+            for file in &summary.files {
+                println!("wrote {}", file.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("gmv report: {e}");
+            Ok(match e.fault() {
+                gmv_report::Fault::Input => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            })
+        }
+    }
 }
 
 fn generate(args: &GenerateArgs, config_file: Option<&Path>) -> Result<ExitCode> {

@@ -62,8 +62,9 @@ pub fn run(
         mut on_tick,
     } = options;
     let workers = workers.max(1);
-    let (full_tx, full_rx) = bounded::<Batch>(workers * 2);
-    let (empty_tx, empty_rx) = bounded::<Batch>(workers * 2 + 2);
+    let (full_txs, full_rxs): (Vec<Sender<Batch>>, Vec<Receiver<Batch>>) =
+        (0..workers).map(|_| bounded::<Batch>(2)).unzip();
+    let (empty_tx, empty_rx) = bounded::<Batch>(workers * 4 + 2);
     let (done_tx, done_rx) = bounded::<()>(1);
     let failure: Mutex<Option<io::Error>> = Mutex::new(None);
     let source_name = source.name().to_owned();
@@ -72,13 +73,12 @@ pub fn run(
 
     let (completed, elapsed, snapshots) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
-            let outcome = read_all(&mut *source, &full_tx, &empty_rx, &stop);
-            drop(full_tx);
-            outcome
+            let mut router = Router::new(full_txs, &empty_rx);
+            read_all(&mut *source, &mut router, &stop)
         });
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let full_rx = full_rx.clone();
+        let handles: Vec<_> = full_rxs
+            .into_iter()
+            .map(|full_rx| {
                 let empty_tx = empty_tx.clone();
                 let (failure, stop, source_name) = (&failure, &stop, source_name.as_str());
                 scope.spawn(move || {
@@ -91,7 +91,6 @@ pub fn run(
                 })
             })
             .collect();
-        drop(full_rx);
         let publisher =
             scope.spawn(|| publisher.run_until(engine, &done_rx, started, &mut on_tick));
 
@@ -130,25 +129,124 @@ pub fn run(
 /// Fills batches until the source ends (`Ok(true)`) or `stop` is set (`Ok(false)`).
 fn read_all(
     source: &mut dyn Source,
-    full: &Sender<Batch>,
-    empty: &Receiver<Batch>,
+    router: &mut Router<'_>,
     stop: &AtomicBool,
 ) -> io::Result<bool> {
     loop {
         if stop.load(Ordering::Relaxed) {
+            router.finish();
             return Ok(false);
         }
-        let mut batch = empty.try_recv().unwrap_or_else(|_| Batch::with_capacity());
-        batch.clear();
+        let mut batch = router.empty_batch();
         let more = source.fill(&mut batch)?;
-        if !batch.is_empty() && full.send(batch).is_err() {
+        if !router.route(batch) {
             // Every worker has gone: one failed and the run is stopping.
             return Ok(false);
         }
         if !more {
+            router.finish();
             return Ok(true);
         }
     }
+}
+
+/// Hands records to workers so that every record with the same `txn_id`
+/// goes to the same worker, in input order: a redelivery or a conflicting
+/// reuse is then judged against the version that came first in the input,
+/// whatever the number of workers, and a run is reproducible to the fen.
+struct Router<'a> {
+    outputs: Vec<Sender<Batch>>,
+    pending: Vec<Batch>,
+    empty: &'a Receiver<Batch>,
+    /// The last routed source batch, refilled next (multi-worker mode).
+    spare: Option<Batch>,
+    txn_key: memchr::memmem::Finder<'static>,
+}
+
+impl<'a> Router<'a> {
+    fn new(outputs: Vec<Sender<Batch>>, empty: &'a Receiver<Batch>) -> Self {
+        let pending = (0..outputs.len()).map(|_| Batch::default()).collect();
+        Self {
+            outputs,
+            pending,
+            empty,
+            spare: None,
+            txn_key: memchr::memmem::Finder::new(b"\"txn_id\""),
+        }
+    }
+
+    fn empty_batch(&mut self) -> Batch {
+        let mut batch = self.spare.take().unwrap_or_else(|| recycled(self.empty));
+        batch.clear();
+        batch
+    }
+
+    /// Routes a filled batch; `false` when no worker is left to take it.
+    fn route(&mut self, batch: Batch) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        if self.outputs.len() == 1 {
+            return self.outputs[0].send(batch).is_ok();
+        }
+        for (index, (position, record)) in batch.records().enumerate() {
+            let shard = (self.txn_hash(record) % self.outputs.len() as u64) as usize;
+            let out = &mut self.pending[shard];
+            if out.is_empty() {
+                out.started = batch.started;
+            }
+            if let Some((_, length)) = batch.truncated.iter().find(|(at, _)| *at == index) {
+                out.truncated.push((out.len(), *length));
+            }
+            out.push(record, position);
+            if out.is_full() {
+                let full = std::mem::replace(out, recycled(self.empty));
+                if self.outputs[shard].send(full).is_err() {
+                    return false;
+                }
+            }
+        }
+        self.spare = Some(batch);
+        true
+    }
+
+    /// Sends every partly filled batch.
+    fn finish(&mut self) {
+        for (shard, out) in self.pending.iter_mut().enumerate() {
+            if !out.is_empty() {
+                let _ = self.outputs[shard].send(std::mem::take(out));
+            }
+        }
+    }
+
+    /// A hash of the raw `txn_id` value (records without one, which are
+    /// rejected anyway, hash to 0).
+    fn txn_hash(&self, record: &[u8]) -> u64 {
+        let Some(at) = self.txn_key.find(record) else {
+            return 0;
+        };
+        let rest = &record[at + 8..];
+        let rest = rest
+            .trim_ascii_start()
+            .strip_prefix(b":")
+            .unwrap_or(rest)
+            .trim_ascii_start();
+        let Some(value) = rest.strip_prefix(b"\"") else {
+            return 0;
+        };
+        let end = memchr::memchr(b'"', value).unwrap_or(value.len());
+        // FNV-1a: ids are short and this only spreads load.
+        value[..end].iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+}
+
+/// An emptied batch from the workers, or a new one.
+fn recycled(empty: &Receiver<Batch>) -> Batch {
+    let mut batch = empty.try_recv().unwrap_or_else(|_| Batch::with_capacity());
+    batch.clear();
+    batch
 }
 
 /// One worker: processes batches until the channel closes.
@@ -161,13 +259,12 @@ fn work(
 ) -> io::Result<()> {
     let mut worker = engine.worker();
     for batch in full.iter() {
-        for (index, record) in batch.records().enumerate() {
+        for (index, (position, record)) in batch.records().enumerate() {
             let record = record.strip_suffix(b"\r").unwrap_or(record);
             if is_blank(record) {
                 continue;
             }
             if let Err(rejection) = worker.process(record) {
-                let position = batch.first_position + index as u64;
                 let origin = format!("{source_name}:{position}");
                 let cut = batch.truncated.iter().find(|(at, _)| *at == index);
                 let rejection = match cut {

@@ -19,8 +19,8 @@ pub struct Batch {
     data: Vec<u8>,
     /// End offset of each record in `data`.
     ends: Vec<usize>,
-    /// Position (1-based line or record number) of the first record.
-    pub first_position: u64,
+    /// Position (1-based line or record number) of each record in its source.
+    positions: Vec<u64>,
     /// Indices of records cut short because they exceeded the hold limit,
     /// with their full length.
     pub truncated: Vec<(usize, u64)>,
@@ -34,6 +34,7 @@ impl Batch {
         Self {
             data: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
             ends: Vec::with_capacity(BATCH_RECORDS),
+            positions: Vec::with_capacity(BATCH_RECORDS),
             ..Self::default()
         }
     }
@@ -43,7 +44,7 @@ impl Batch {
         self.data.clear();
         self.ends.clear();
         self.truncated.clear();
-        self.first_position = 0;
+        self.positions.clear();
         self.started = None;
     }
 
@@ -57,23 +58,28 @@ impl Batch {
         self.ends.is_empty()
     }
 
-    /// The records, in order.
-    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
+    /// The records with their positions, in order.
+    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
         let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let record = &self.data[start..end];
-            start = end;
-            record
-        })
+        self.ends
+            .iter()
+            .zip(&self.positions)
+            .map(move |(&end, &position)| {
+                let record = &self.data[start..end];
+                start = end;
+                (position, record)
+            })
     }
 
-    /// Appends one record.
-    pub fn push(&mut self, record: &[u8]) {
+    /// Appends one record found at `position` of its source.
+    pub fn push(&mut self, record: &[u8], position: u64) {
         self.data.extend_from_slice(record);
         self.ends.push(self.data.len());
+        self.positions.push(position);
     }
 
-    fn is_full(&self) -> bool {
+    /// Whether the batch should be handed on.
+    pub fn is_full(&self) -> bool {
         self.ends.len() >= BATCH_RECORDS || self.data.len() >= BATCH_BYTES
     }
 }
@@ -144,7 +150,6 @@ impl Source for LineSource {
     }
 
     fn fill(&mut self, batch: &mut Batch) -> io::Result<bool> {
-        batch.first_position = self.next_position;
         while !batch.is_full() {
             let Some(length) = self.read_line(&mut batch.data)? else {
                 return Ok(false);
@@ -156,6 +161,7 @@ impl Source for LineSource {
                 batch.truncated.push((batch.ends.len(), length));
             }
             batch.ends.push(batch.data.len());
+            batch.positions.push(self.next_position);
             self.next_position += 1;
         }
         Ok(true)
@@ -200,14 +206,13 @@ impl Source for SynthSource {
                 std::thread::sleep(wait);
             }
         }
-        batch.first_position = self.produced + 1;
         batch.started = Some(Instant::now());
         while batch.len() < limit {
             let Some(record) = self.generator.next() else {
                 return Ok(false);
             };
-            batch.push(&record.payload);
             self.produced += 1;
+            batch.push(&record.payload, self.produced);
         }
         Ok(true)
     }
@@ -223,7 +228,7 @@ mod tests {
         loop {
             let mut batch = Batch::with_capacity();
             let more = source.fill(&mut batch).unwrap();
-            for (i, record) in batch.records().enumerate() {
+            for (i, (_, record)) in batch.records().enumerate() {
                 let cut = batch
                     .truncated
                     .iter()
