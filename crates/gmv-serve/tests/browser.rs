@@ -200,30 +200,37 @@ impl Page<'_> {
         self.browser.call(Some(&session), method, params)
     }
 
-    fn eval(&mut self, expression: &str) -> Value {
+    /// Evaluates `expression`: its value, or the exception it threw.
+    fn try_eval(&mut self, expression: &str) -> Result<Value, Value> {
         let result = self.call(
             "Runtime.evaluate",
             json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
         );
-        assert!(
-            result.get("exceptionDetails").is_none(),
-            "{expression}: {}",
-            result["exceptionDetails"]
-        );
-        result["result"]["value"].clone()
+        match result.get("exceptionDetails") {
+            Some(exception) => Err(exception.clone()),
+            None => Ok(result["result"]["value"].clone()),
+        }
     }
 
-    /// Polls `expression` until it is truthy.
+    fn eval(&mut self, expression: &str) -> Value {
+        self.try_eval(expression)
+            .unwrap_or_else(|e| panic!("{expression}: {e}"))
+    }
+
+    /// Polls `expression` until it is truthy (an exception counts as not
+    /// yet: the page may still be loading).
     fn wait_for(&mut self, expression: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let value = self.eval(expression);
-            if !(value.is_null() || value == json!(false) || value == json!("")) {
-                return value;
+            let outcome = self.try_eval(expression);
+            if let Ok(value) = &outcome {
+                if !(value.is_null() || *value == json!(false) || *value == json!("")) {
+                    return value.clone();
+                }
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {expression}"
+                "timed out waiting for {expression}: {outcome:?}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
