@@ -95,7 +95,9 @@
 
   const tweens = new Map(); // element id -> tween
   let rafId = 0;
-  const easeOutCubic = (t) => 1 - Math.pow(1 - t, 3);
+  // Linear: spread over (almost) one publish interval, the counters climb at
+  // a steady pace, like a meter, instead of jumping and stopping each tick.
+  const ease = (t) => t;
 
   // Animate a monotonic counter towards `target`; print `finalText` at the end.
   function tweenTo(id, target, finalText, fmt, duration) {
@@ -135,7 +137,7 @@
         tw.el.dataset.value = String(tw.to);
         paint(id, tw.el, tw.finalText);
       } else {
-        tw.value = Math.max(tw.value, tw.from + (tw.to - tw.from) * easeOutCubic(Math.max(0, t)));
+        tw.value = Math.max(tw.value, tw.from + (tw.to - tw.from) * ease(Math.max(0, t)));
         paint(id, tw.el, tw.fmt(tw.value));
       }
     }
@@ -171,7 +173,7 @@
   const seenAlerts = new Set();
   let ladderCounts = new Map();
 
-  function animMs() { return Math.max(0, Math.min(400, publishMs * 0.7)); }
+  function animMs() { return Math.max(0, Math.min(1500, publishMs * 0.9)); }
 
   function acceptable(s) {
     if (!s || typeof s !== "object") return false;

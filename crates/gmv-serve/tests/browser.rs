@@ -431,6 +431,21 @@ fn scoreboard_follows_the_feed_and_looks_like_a_stage_display() {
     );
     std::thread::sleep(Duration::from_millis(600));
     page.screenshot(&target_dir().join("scoreboard.png"));
+    // The layout scales to the screen: a small projector gets the same stage.
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 1280, "height": 720, "deviceScaleFactor": 1, "mobile": false}),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let overflow = page.eval(
+        "[...document.querySelectorAll('.fit')].filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.id)",
+    );
+    assert_eq!(overflow, json!([]), "figures that do not fit at 1280x720");
+    page.screenshot(&target_dir().join("scoreboard-720p.png"));
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 1920, "height": 1080, "deviceScaleFactor": 1, "mobile": false}),
+    );
 
     // Paused: once the counter settles it equals /api/snapshot exactly, and
     // after three silent intervals the badge turns stale.
