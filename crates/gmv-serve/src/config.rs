@@ -38,6 +38,11 @@ pub struct ServeConfig {
     /// three publish intervals if that is longer.
     #[serde(with = "humantime_serde")]
     pub stale_after: Duration,
+    /// On shutdown, requests in flight get this long to finish; then the
+    /// server returns anyway (a screen that stopped reading would otherwise
+    /// hold it open forever).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServeConfig {
@@ -50,6 +55,7 @@ impl Default for ServeConfig {
             keep_alive: Duration::from_secs(15),
             max_top: 1000,
             stale_after: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }

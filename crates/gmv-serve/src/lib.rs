@@ -68,6 +68,7 @@ pub use feed::LiveFeed;
 pub use routes::router;
 pub use source::{FeedSource, Metrics, PartitionLag};
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -102,7 +103,8 @@ pub async fn bind(config: &ServeConfig) -> Result<TcpListener, ServeError> {
 }
 
 /// Serves the routes of [`router`] on `listener` until `shutdown` is
-/// cancelled, then closes live streams and finishes requests in flight.
+/// cancelled, then closes live streams and lets requests in flight finish,
+/// for at most `shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
     feed: Arc<LiveFeed>,
@@ -112,11 +114,23 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving the live scoreboard at http://{addr}/");
     }
+    let grace = feed.config().shutdown_grace;
     let app = router(feed, source, shutdown.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(ServeError::Serve)?;
-    tracing::info!("HTTP server stopped");
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => {
+            result.map_err(ServeError::Serve)?;
+            tracing::info!("HTTP server stopped");
+        }
+        () = deadline => {
+            tracing::warn!(?grace, "HTTP server stopped with connections still open (clients not reading)");
+        }
+    }
     Ok(())
 }

@@ -297,3 +297,53 @@ async fn shutdown_ends_open_streams_and_the_server() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_forever_on_a_client_that_stopped_reading() {
+    let mut server = TestServer::start_with(gmv_serve::ServeConfig {
+        shutdown_grace: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await;
+    server.process(20_000, 5);
+    server.publish();
+    let addr = server.addr;
+    let _stalled = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        socket
+            .write_all(b"GET /api/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        socket
+    })
+    .await
+    .unwrap();
+    // Fill its socket buffers so the server's writes block.
+    let base = server.engine.snapshot(0, 500);
+    {
+        use gmv_core::sink::LiveSink;
+        let feed = server.feed.clone();
+        tokio::task::spawn_blocking(move || {
+            for seq in 2..=3_000 {
+                let mut snapshot = base.clone();
+                snapshot.seq = seq;
+                feed.snapshot(&std::sync::Arc::new(snapshot));
+                if seq % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+        .await
+        .unwrap();
+    }
+    let started = std::time::Instant::now();
+    server.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server.server)
+        .await
+        .expect("serve returns after the grace period")
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "it did wait for the grace period"
+    );
+}
