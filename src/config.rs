@@ -32,6 +32,8 @@ pub struct Config {
     pub publish: PublishConfig,
     /// Where rejected records are kept.
     pub dead_letter: DeadLetterConfig,
+    /// The HTTP live feed and scoreboard; served only when this section (or `--http`) is given.
+    pub http: Option<gmv_serve::ServeConfig>,
 }
 
 /// `[publish]`: the live snapshot cadence.
@@ -145,6 +147,11 @@ impl Config {
         }
         if self.dead_letter.path.as_os_str().is_empty() {
             problems.push(ConfigError::new("dead_letter.path", "must be a file path"));
+        }
+        if let Some(http) = &self.http {
+            if let Err(mut more) = http.validate("http") {
+                problems.append(&mut more);
+            }
         }
         let settings = Settings::from_config(&self.window, &self.money, &self.dedup, &self.engine);
         match settings {

@@ -8,8 +8,10 @@
 //! - [`source`]: record sources filling recycled batches.
 //! - [`pipeline`]: reader → workers → publisher threads around one engine.
 //! - [`sinks`]: dead-letter and alert files.
+//! - [`http`]: the live feed server on a runtime of its own.
 
 mod config;
+mod http;
 mod pipeline;
 mod sinks;
 mod source;
@@ -107,6 +109,9 @@ struct EngineFlags {
     /// Also write each threshold alert as a JSON line here.
     #[arg(long)]
     alerts: Option<PathBuf>,
+    /// Serve the live feed and scoreboard on this address, e.g. 127.0.0.1:8080 (sets http.bind).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
     /// Progress line on stderr: auto (when stderr is a terminal), always or never.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     progress: Progress,
@@ -131,11 +136,17 @@ struct RunArgs {
 #[derive(Args)]
 struct DemoArgs {
     /// Records to generate.
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, default_value_t = 3_000_000)]
     events: u64,
     /// Records per second; 0 = as fast as the engine goes.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 50_000)]
     rate: u64,
+    /// Do not serve the scoreboard (by default on http.bind, 127.0.0.1:8080).
+    #[arg(long)]
+    no_http: bool,
+    /// Exit when the stream ends instead of serving until Ctrl-C.
+    #[arg(long)]
+    exit_when_done: bool,
     /// Seed of the synthetic stream.
     #[arg(long, default_value_t = 11)]
     seed: u64,
@@ -233,10 +244,15 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                     hold_limit,
                 ))
             };
-            process(&loaded, source, &args.engine, Output::ReportToStdout)
+            process(&loaded, source, &args.engine, Output::ReportToStdout, false)
         }
         Command::Demo(args) => {
-            let loaded = Config::load(config_file, &overrides(&args.engine))?;
+            let mut loaded = Config::load(config_file, &overrides(&args.engine))?;
+            if args.no_http {
+                loaded.config.http = None;
+            } else if loaded.config.http.is_none() {
+                loaded.config.http = Some(gmv_serve::ServeConfig::default());
+            }
             let synth = SynthConfig {
                 events: args.events,
                 seed: args.seed,
@@ -249,7 +265,8 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 "demo: the synthetic 11.11 day"
             );
             let source = Box::new(SynthSource::new(synth, Some(args.rate)));
-            process(&loaded, source, &args.engine, Output::Summary)
+            let linger = loaded.config.http.is_some() && !args.exit_when_done;
+            process(&loaded, source, &args.engine, Output::Summary, linger)
         }
     }
 }
@@ -266,6 +283,9 @@ fn overrides(flags: &EngineFlags) -> Figment {
     if let Some(path) = &flags.dead_letter {
         figment = figment.merge(Serialized::default("dead_letter.path", path));
     }
+    if let Some(addr) = &flags.http {
+        figment = figment.merge(Serialized::default("http.bind", addr));
+    }
     figment
 }
 
@@ -275,18 +295,29 @@ enum Output {
     Summary,
 }
 
+/// Processes `source` to its end; with `linger`, keeps serving HTTP afterwards until a signal.
 fn process(
     loaded: &Loaded,
     source: Box<dyn Source>,
     flags: &EngineFlags,
     output: Output,
+    linger: bool,
 ) -> Result<ExitCode> {
-    let engine = Engine::new(loaded.settings.clone());
+    let engine = Arc::new(Engine::new(loaded.settings.clone()));
     let dead_letters = DeadLetterFile::open(&loaded.config.dead_letter.path)?;
     let mut live: Vec<Arc<dyn LiveSink>> = Vec::new();
     let alerts = flags.alerts.as_deref().map(AlertFile::create).transpose()?;
     if let Some(alerts) = &alerts {
         live.push(alerts.clone());
+    }
+    let http = loaded
+        .config
+        .http
+        .as_ref()
+        .map(|config| http::Server::start(config, engine.clone()))
+        .transpose()?;
+    if let Some(server) = &http {
+        live.push(server.feed());
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -340,6 +371,15 @@ fn process(
     }
     if matches!(output, Output::Summary) {
         print!("{}", summary(&report, outcome.elapsed));
+    }
+    if let Some(server) = http {
+        if linger && outcome.completed {
+            tracing::info!(url = %server.url(), "the stream has ended; still serving the scoreboard (Ctrl-C to stop)");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        server.stop()?;
     }
     if outcome.completed {
         Ok(ExitCode::SUCCESS)
