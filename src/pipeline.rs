@@ -195,8 +195,8 @@ impl<'a> Router<'a> {
             if out.is_empty() {
                 out.started = batch.started;
             }
-            if let Some((_, length)) = batch.truncated.iter().find(|(at, _)| *at == index) {
-                out.truncated.push((out.len(), *length));
+            if let Some(length) = batch.truncated_length(index) {
+                out.truncated.push((out.len(), length));
             }
             out.push(record, position);
             if out.is_full() {
@@ -266,9 +266,8 @@ fn work(
             }
             if let Err(rejection) = worker.process(record) {
                 let origin = format!("{source_name}:{position}");
-                let cut = batch.truncated.iter().find(|(at, _)| *at == index);
-                let rejection = match cut {
-                    Some((_, length)) => Rejection {
+                let rejection = match batch.truncated_length(index) {
+                    Some(length) => Rejection {
                         reason: Reason::Oversize,
                         detail: format!("record of {length} bytes exceeds engine.max_event_bytes; its first {} bytes are kept", record.len()).into(),
                     },

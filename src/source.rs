@@ -71,6 +71,14 @@ impl Batch {
             })
     }
 
+    /// The full length of record `index` if it was cut short on reading.
+    pub fn truncated_length(&self, index: usize) -> Option<u64> {
+        self.truncated
+            .iter()
+            .find(|(at, _)| *at == index)
+            .map(|(_, length)| *length)
+    }
+
     /// Appends one record found at `position` of its source.
     pub fn push(&mut self, record: &[u8], position: u64) {
         self.data.extend_from_slice(record);
@@ -229,11 +237,7 @@ mod tests {
             let mut batch = Batch::with_capacity();
             let more = source.fill(&mut batch).unwrap();
             for (i, (_, record)) in batch.records().enumerate() {
-                let cut = batch
-                    .truncated
-                    .iter()
-                    .find(|(at, _)| *at == i)
-                    .map(|(_, len)| *len);
+                let cut = batch.truncated_length(i);
                 out.push((record.to_vec(), cut));
             }
             if !more {
