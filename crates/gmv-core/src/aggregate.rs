@@ -214,6 +214,67 @@ impl Aggregator {
             .collect()
     }
 
+    /// Copies out everything but the crossings' cursor: merchants, the
+    /// non-empty series cells, the watermark and the crossings. Exact when no
+    /// writer runs meanwhile (a partition's own thread takes it between
+    /// batches).
+    pub fn export(&self) -> AggregateState {
+        AggregateState {
+            merchants: self.merchants(),
+            per_second: self
+                .per_second
+                .iter()
+                .enumerate()
+                .filter_map(|(s, c)| {
+                    let n = c.load(Relaxed);
+                    (n > 0).then_some((s as u32, n))
+                })
+                .collect(),
+            per_minute: self
+                .per_minute()
+                .into_iter()
+                .filter(|m| m.transactions > 0)
+                .collect(),
+            watermark: self.watermark(),
+            crossings: self.crossings(),
+        }
+    }
+
+    /// Adds figures counted elsewhere (a checkpoint being restored, or another
+    /// partition in a merged view). Crossings are appended as they were
+    /// announced where they happened, not re-detected.
+    pub fn absorb(&self, part: &AggregateState) -> Result<(), &'static str> {
+        for m in &part.merchants {
+            let stats = self
+                .merchants
+                .entry(m.merchant_id.as_str().into())
+                .or_default();
+            stats.gmv.fetch_add(m.gmv, Relaxed);
+            stats.mobile_gmv.fetch_add(m.mobile_gmv, Relaxed);
+            stats.transactions.fetch_add(m.transactions, Relaxed);
+        }
+        for &(second, count) in &part.per_second {
+            self.per_second
+                .get(second as usize)
+                .ok_or("per-second index outside the window")?
+                .fetch_add(count, Relaxed);
+        }
+        for m in &part.per_minute {
+            let cell = self
+                .per_minute
+                .get(m.minute)
+                .ok_or("minute index outside the window")?;
+            cell.gmv.fetch_add(m.gmv, Relaxed);
+            cell.mobile_gmv.fetch_add(m.mobile_gmv, Relaxed);
+            cell.transactions.fetch_add(m.transactions, Relaxed);
+        }
+        if let Some(w) = part.watermark {
+            self.watermark.fetch_max(w, Relaxed);
+        }
+        self.crossings.lock().extend(part.crossings.iter().cloned());
+        Ok(())
+    }
+
     /// Reads totals, threshold counts, peak and the `top_n` merchants without
     /// stopping writers.
     pub fn summary(&self, top_n: usize) -> Summary {
@@ -298,6 +359,21 @@ fn peak(per_second: &[AtomicU32]) -> (u64, Option<usize>) {
         }
     }
     best
+}
+
+/// An aggregator's contents as plain data (see [`Aggregator::export`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AggregateState {
+    /// Every merchant's figures.
+    pub merchants: Vec<MerchantFigures>,
+    /// Non-zero per-second counts: (second index, transactions).
+    pub per_second: Vec<(u32, u32)>,
+    /// Non-empty minutes.
+    pub per_minute: Vec<MinuteFigures>,
+    /// Latest event time counted.
+    pub watermark: Option<EpochMillis>,
+    /// Crossings announced, in order.
+    pub crossings: Vec<Crossing>,
 }
 
 /// Totals read from an [`Aggregator`] at one moment, in fen.

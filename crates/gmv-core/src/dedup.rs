@@ -14,6 +14,7 @@
 //! later ids (per shard, on average) and at least `retention` of event time,
 //! and never more than `max_ids` ids are held in all.
 
+use crate::state::{DedupJournal, DedupShardState, DedupState, StateError};
 use crate::time::EpochMillis;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
@@ -74,6 +75,9 @@ struct Generations {
     previous: IdTable,
     /// Event time at which `current` began, for event-time retention.
     current_since: Option<EpochMillis>,
+    /// New ids since the journal was last taken, when journaling is on
+    /// (checkpoint deltas).
+    journal: Option<Vec<(u128, u64, EpochMillis)>>,
 }
 
 /// A sharded, bounded, exact set of recent transaction ids.
@@ -94,6 +98,7 @@ impl DedupSet {
                     current: IdTable::with_hasher(PassThrough),
                     previous: IdTable::with_hasher(PassThrough),
                     current_since: None,
+                    journal: None,
                 })
             })
             .collect();
@@ -125,9 +130,18 @@ impl DedupSet {
                 Verdict::Conflict
             };
         }
-        self.rotate_if_due(&mut gens, at);
-        gens.current.insert(key, fingerprint);
+        self.insert_new(&mut gens, key, fingerprint, at);
         Verdict::New
+    }
+
+    /// The one insertion rule, shared by live inserts and journal replay so
+    /// that a replay rebuilds the same generations.
+    fn insert_new(&self, gens: &mut Generations, key: u128, fingerprint: u64, at: EpochMillis) {
+        self.rotate_if_due(gens, at);
+        gens.current.insert(key, fingerprint);
+        if let Some(journal) = &mut gens.journal {
+            journal.push((key, fingerprint, at));
+        }
     }
 
     fn rotate_if_due(&self, gens: &mut Generations, at: EpochMillis) {
@@ -173,19 +187,81 @@ impl DedupSet {
             .sum()
     }
 
-    /// Every held (key, fingerprint), for checkpoints.
-    pub fn entries(&self) -> Vec<(u128, u64)> {
-        let mut out = Vec::with_capacity(self.len());
+    /// Starts recording new ids for [`DedupSet::take_journal`].
+    pub fn enable_journal(&self) {
         for shard in self.shards.iter() {
-            let g = shard.lock();
-            out.extend(
-                g.previous
-                    .iter()
-                    .chain(g.current.iter())
-                    .map(|(k, v)| (*k, *v)),
-            );
+            shard.lock().journal.get_or_insert_with(Vec::new);
         }
-        out
+    }
+
+    /// The ids first seen since the last call, per shard in arrival order
+    /// (empty unless journaling is on).
+    pub fn take_journal(&self) -> DedupJournal {
+        DedupJournal {
+            shards: self
+                .shards
+                .iter()
+                .map(|s| {
+                    s.lock()
+                        .journal
+                        .as_mut()
+                        .map(std::mem::take)
+                        .unwrap_or_default()
+                })
+                .collect(),
+        }
+    }
+
+    /// Replays a journal taken from a set with the same bounds.
+    pub fn replay(&self, journal: &DedupJournal) -> Result<(), StateError> {
+        if journal.shards.len() != self.shards.len() {
+            return Err(StateError::Invalid("dedup shard count differs"));
+        }
+        for (shard, entries) in self.shards.iter().zip(&journal.shards) {
+            let mut gens = shard.lock();
+            for &(key, fingerprint, at) in entries {
+                self.insert_new(&mut gens, key, fingerprint, at);
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole set, for a base checkpoint.
+    pub fn state(&self) -> DedupState {
+        let copy = |t: &IdTable| t.iter().map(|(k, v)| (*k, *v)).collect();
+        DedupState {
+            shards: self
+                .shards
+                .iter()
+                .map(|s| {
+                    let g = s.lock();
+                    DedupShardState {
+                        current: copy(&g.current),
+                        previous: copy(&g.previous),
+                        current_since: g.current_since,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Replaces the contents with a saved state (journals are kept on/off).
+    pub fn restore(&self, state: &DedupState) -> Result<(), StateError> {
+        if state.shards.len() != self.shards.len() {
+            return Err(StateError::Invalid("dedup shard count differs"));
+        }
+        for (shard, saved) in self.shards.iter().zip(&state.shards) {
+            let mut g = shard.lock();
+            g.current.clear();
+            g.current.extend(saved.current.iter().copied());
+            g.previous.clear();
+            g.previous.extend(saved.previous.iter().copied());
+            g.current_since = saved.current_since;
+            if let Some(journal) = &mut g.journal {
+                journal.clear();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -241,5 +317,36 @@ mod tests {
             }
         }
         assert_eq!(set.check_and_insert("early", 1, 183_000), Verdict::New);
+    }
+
+    #[test]
+    fn base_plus_replayed_journal_rebuilds_the_same_generations() {
+        let live = DedupSet::new(64 * 40, Some(Duration::from_secs(60)));
+        live.enable_journal();
+        for i in 0..3000 {
+            live.check_and_insert(&format!("a-{i}"), i, i as i64 * 40);
+        }
+        let base = live.state();
+        let _ = live.take_journal();
+        for i in 0..5000 {
+            live.check_and_insert(&format!("b-{i}"), i, 120_000 + i as i64 * 40);
+        }
+        let journal = live.take_journal();
+
+        let restored = DedupSet::new(64 * 40, Some(Duration::from_secs(60)));
+        restored.restore(&base).unwrap();
+        restored.replay(&journal).unwrap();
+        let sorted = |s: DedupState| {
+            s.shards
+                .into_iter()
+                .map(|mut sh| {
+                    sh.current.sort_unstable();
+                    sh.previous.sort_unstable();
+                    sh
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sorted(restored.state()), sorted(live.state()));
+        assert!(live.take_journal().is_empty());
     }
 }

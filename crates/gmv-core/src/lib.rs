@@ -14,6 +14,7 @@
 //! - [`output`]: the published JSON shapes (report, snapshot, alert).
 //! - [`reject`]: rejection reasons and their counters.
 //! - [`config`]: the engine's configuration sections and their validation.
+//! - [`state`]: engine state as plain data: checkpoint encoding with checksums, merging.
 //! - [`sink`]: the dead-letter and live-output interfaces the I/O crates implement.
 #![deny(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod money;
 pub mod output;
 pub mod reject;
 pub mod sink;
+pub mod state;
 pub mod time;
 
 pub use config::Settings;
