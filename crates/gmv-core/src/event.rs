@@ -5,15 +5,22 @@
 //! payload (`Cow` only allocates for strings with JSON escapes), the amount is
 //! taken as its raw JSON text so it never passes through `f64`, and no
 //! allocation happens for a well-formed event.
+//!
+//! Two readers produce the same raw [`Fields`]: the single-pass scanner in
+//! [`crate::scan`] for the usual flat, escape-free record (about three times
+//! faster), and `serde_json` for everything the scanner declines. Validation
+//! after that is shared, so every rule and rejection reason is the same
+//! whichever reader ran; a property test checks that the two agree.
 
 use crate::money::{self, AmountError, Fen};
 use crate::reject::{Reason, Rejection};
+use crate::scan::{self, Fields};
 use crate::time::{parse_rfc3339_millis, EpochMillis};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// Longest `txn_id` / `merchant_id`, in bytes.
 pub const MAX_ID_BYTES: usize = 64;
@@ -122,35 +129,37 @@ impl Decoder {
     }
 
     /// Decodes and validates one record. Never panics, whatever the bytes.
+    ///
+    /// A flat, escape-free record (the usual case) is read by the hand-written
+    /// scanner in [`crate::scan`]; anything it declines goes through
+    /// `serde_json`, so both paths give the same event or the same rejection.
     pub fn decode<'a>(&self, payload: &'a [u8]) -> Result<Event<'a>, Rejection> {
-        // serde would also read a struct from a JSON array; the contract is an object.
-        if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(Rejection::new(Reason::Malformed, "expected a JSON object"));
-        }
-        let wire: WireEvent<'a> = serde_json::from_slice(payload).map_err(|err| Rejection {
-            reason: Reason::Malformed,
-            detail: Cow::Owned(err.to_string()),
-        })?;
-        let txn_id = wire.txn_id.map(|t| t.0).ok_or_else(|| missing("txn_id"))?;
-        let merchant_id = wire
-            .merchant_id
-            .map(|t| t.0)
-            .ok_or_else(|| missing("merchant_id"))?;
+        let fields = match scan::scan(payload) {
+            Some(fields) => fields,
+            None => serde_fields(payload)?,
+        };
+        self.validate(fields)
+    }
+
+    /// [`Decoder::decode`] without the fast path: the reference the fast path
+    /// is tested against.
+    #[cfg(test)]
+    fn decode_with_serde<'a>(&self, payload: &'a [u8]) -> Result<Event<'a>, Rejection> {
+        self.validate(serde_fields(payload)?)
+    }
+
+    fn validate<'a>(&self, wire: Fields<'a>) -> Result<Event<'a>, Rejection> {
+        let txn_id = wire.txn_id.ok_or_else(|| missing("txn_id"))?;
+        let merchant_id = wire.merchant_id.ok_or_else(|| missing("merchant_id"))?;
         let amount = wire.amount.ok_or_else(|| missing("amount"))?;
-        let channel = wire
-            .channel
-            .map(|t| t.0)
-            .ok_or_else(|| missing("channel"))?;
-        let settled_at_text = wire
-            .settled_at
-            .map(|t| t.0)
-            .ok_or_else(|| missing("settled_at"))?;
+        let channel = wire.channel.ok_or_else(|| missing("channel"))?;
+        let settled_at_text = wire.settled_at.ok_or_else(|| missing("settled_at"))?;
 
         check_id(&txn_id, "txn_id must be 1..64 bytes")?;
         check_id(&merchant_id, "merchant_id must be 1..64 bytes")?;
 
-        let units = amount_minor_units(amount.get()).map_err(amount_rejection)?;
-        let currency = wire.currency.as_ref().map_or("CNY", |t| &*t.0);
+        let units = amount_minor_units(amount).map_err(amount_rejection)?;
+        let currency = wire.currency.as_deref().unwrap_or("CNY");
         let amount_fen = if currency == "CNY" {
             units
         } else {
@@ -169,16 +178,14 @@ impl Decoder {
             "settled_at is not an RFC 3339 timestamp with offset",
         ))?;
         let mobile = channel == "mobile";
-
-        let mut hasher = Xxh3::new();
-        hasher.update(merchant_id.as_bytes());
-        hasher.update(&[0xff]);
-        hasher.update(channel.as_bytes());
-        hasher.update(&[0xff]);
-        hasher.update(currency.as_bytes());
-        hasher.update(&amount_fen.to_le_bytes());
-        hasher.update(&units.to_le_bytes());
-        hasher.update(&settled_at.to_le_bytes());
+        let fingerprint = fingerprint(
+            &merchant_id,
+            &channel,
+            currency,
+            amount_fen,
+            units,
+            settled_at,
+        );
 
         Ok(Event {
             txn_id,
@@ -186,8 +193,74 @@ impl Decoder {
             amount_fen,
             mobile,
             settled_at,
-            fingerprint: hasher.digest(),
+            fingerprint,
         })
+    }
+}
+
+/// The general path: `serde_json` reads the record.
+fn serde_fields(payload: &[u8]) -> Result<Fields<'_>, Rejection> {
+    // serde would also read a struct from a JSON array; the contract is an object.
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Rejection::new(Reason::Malformed, "expected a JSON object"));
+    }
+    let wire: WireEvent<'_> = serde_json::from_slice(payload).map_err(|err| Rejection {
+        reason: Reason::Malformed,
+        detail: Cow::Owned(err.to_string()),
+    })?;
+    Ok(Fields {
+        txn_id: wire.txn_id.map(|t| t.0),
+        merchant_id: wire.merchant_id.map(|t| t.0),
+        amount: wire.amount.map(RawValue::get),
+        currency: wire.currency.map(|t| t.0),
+        channel: wire.channel.map(|t| t.0),
+        settled_at: wire.settled_at.map(|t| t.0),
+    })
+}
+
+/// Longest fingerprint input hashed in one shot from the stack (xxh3's own
+/// short-input limit: up to it, the streaming hasher hashes its buffer in one
+/// shot too, so both give the same digest).
+const FINGERPRINT_STACK_BYTES: usize = 240;
+
+/// A hash of everything but `txn_id`: the byte sequence `merchant_id 0xff
+/// channel 0xff currency amount_fen units settled_at` (integers little-endian)
+/// under XXH3-64. Hashed in one call from a stack buffer; xxh3's streaming
+/// and one-shot forms agree, so the value is the same as feeding the parts
+/// to [`Xxh3`] one by one (which a long `channel` still does).
+fn fingerprint(
+    merchant_id: &str,
+    channel: &str,
+    currency: &str,
+    amount_fen: Fen,
+    units: u64,
+    settled_at: EpochMillis,
+) -> u64 {
+    let parts: [&[u8]; 8] = [
+        merchant_id.as_bytes(),
+        &[0xff],
+        channel.as_bytes(),
+        &[0xff],
+        currency.as_bytes(),
+        &amount_fen.to_le_bytes(),
+        &units.to_le_bytes(),
+        &settled_at.to_le_bytes(),
+    ];
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len <= FINGERPRINT_STACK_BYTES {
+        let mut buf = [0u8; FINGERPRINT_STACK_BYTES];
+        let mut at = 0;
+        for part in parts {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        xxh3_64(&buf[..len])
+    } else {
+        let mut hasher = Xxh3::new();
+        for part in parts {
+            hasher.update(part);
+        }
+        hasher.digest()
     }
 }
 
@@ -334,5 +407,306 @@ mod tests {
             d.decode(other.as_bytes()).unwrap().fingerprint,
             a.fingerprint
         );
+    }
+
+    #[test]
+    fn fingerprint_is_the_streaming_xxh3_of_its_parts() {
+        let streaming = |channel: &str| {
+            let mut hasher = Xxh3::new();
+            hasher.update(b"m-000123");
+            hasher.update(&[0xff]);
+            hasher.update(channel.as_bytes());
+            hasher.update(&[0xff]);
+            hasher.update(b"USD");
+            hasher.update(&66_490u64.to_le_bytes());
+            hasher.update(&10_000u64.to_le_bytes());
+            hasher.update(&1_510_329_912_340i64.to_le_bytes());
+            hasher.digest()
+        };
+        for len in [0, 6, 180, 240, 1000] {
+            let channel = "c".repeat(len);
+            assert_eq!(
+                fingerprint(
+                    "m-000123",
+                    &channel,
+                    "USD",
+                    66_490,
+                    10_000,
+                    1_510_329_912_340
+                ),
+                streaming(&channel),
+                "channel of {len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn usual_records_take_the_fast_path() {
+        let extra = SAMPLE.replace(
+            r#""channel""#,
+            r#""n":-1.5e3,"s":"x","t":true,"f":false,"z":null,"channel""#,
+        );
+        let spaced = SAMPLE
+            .replace(',', " ,\n\t")
+            .replace(r#"":""#, "\" :\r \"")
+            .replace('{', "{ ")
+            .replace('}', " }\n");
+        let reordered = r#"{"settled_at":"2017-11-11T00:05:12.340+08:00","channel":"mobile","txn_id":"t","merchant_id":"m","amount":1299.00}"#;
+        for record in [SAMPLE, &extra, &spaced, reordered, "{}", "{ }"] {
+            assert!(scan::scan(record.as_bytes()).is_some(), "{record}");
+        }
+        for declined in [
+            &SAMPLE.replace("m-000123", r"m-\u0030"),
+            &SAMPLE.replace(r#""mobile""#, "null"),
+            &SAMPLE.replace(r#""channel""#, r#""x":{},"channel""#),
+            &SAMPLE.replace(r#""channel""#, r#""txn_id":"again","channel""#),
+            &SAMPLE.replace(r#""1299.00""#, "01"),
+            &format!(" {SAMPLE}"),
+            &format!("{SAMPLE}x"),
+        ] {
+            assert!(scan::scan(declined.as_bytes()).is_none(), "{declined}");
+        }
+    }
+
+    mod fast_path_agrees_with_serde {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::{select, Index};
+
+        /// A JSON string literal with `body` inside the quotes, as is.
+        fn quoted(body: impl Into<String>) -> String {
+            format!("\"{}\"", body.into())
+        }
+
+        fn any_json_string() -> impl Strategy<Value = String> {
+            "\\PC{0,8}".prop_map(|s| serde_json::to_string(&s).unwrap())
+        }
+
+        fn odd_value() -> impl Strategy<Value = String> {
+            select(vec![
+                "null",
+                "true",
+                "false",
+                "12",
+                "-0",
+                "[]",
+                "[1,\"a\"]",
+                "{}",
+                r#"{"a":{"b":null}}"#,
+                r#""a\"b""#,
+                r#""\u00e9""#,
+                r#""""#,
+                "tru",
+                "nul",
+                "1.",
+                "01",
+                "-",
+                "1e",
+                ".5",
+            ])
+            .prop_map(str::to_string)
+        }
+
+        fn text_value() -> BoxedStrategy<String> {
+            prop_oneof![
+                30 => "[a-zA-Z0-9_-]{0,70}".prop_map(quoted),
+                2 => any_json_string(),
+                1 => odd_value(),
+            ]
+            .boxed()
+        }
+
+        fn amount_value() -> BoxedStrategy<String> {
+            let int = prop_oneof![8 => "[1-9][0-9]{0,7}", 1 => "0", 1 => "[0-9]{1,20}"];
+            let frac = prop_oneof![6 => "[0-9]{1,2}", 1 => "[0-9]{0,4}"];
+            let decimal = (int, proptest::option::of(frac)).prop_map(|(int, frac)| match frac {
+                Some(frac) => format!("{int}.{frac}"),
+                None => int,
+            });
+            let number = "-?[0-9]{1,4}(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,3})?";
+            prop_oneof![
+                20 => decimal.clone().prop_map(quoted),
+                10 => decimal,
+                4 => number,
+                2 => number.prop_map(quoted),
+                1 => any_json_string(),
+                1 => odd_value(),
+            ]
+            .boxed()
+        }
+
+        fn currency_value() -> BoxedStrategy<String> {
+            prop_oneof![
+                20 => select(vec!["CNY", "CNY", "CNY", "USD", "USD", "XYZ", "", "cny"])
+                    .prop_map(quoted),
+                1 => odd_value(),
+            ]
+            .boxed()
+        }
+
+        fn channel_value() -> BoxedStrategy<String> {
+            prop_oneof![
+                20 => select(vec!["mobile", "pc", "offline", "", "Mobile"]).prop_map(quoted),
+                1 => Just(r#""mobil\u0065""#.to_string()),
+                1 => text_value(),
+            ]
+            .boxed()
+        }
+
+        fn time_value() -> BoxedStrategy<String> {
+            let valid = (
+                9u32..13,
+                0u32..25,
+                0u32..61,
+                proptest::option::of("[0-9]{1,9}"),
+                select(vec![
+                    "+08:00", "+08:00", "Z", "-05:30", "z", "", "+24:00", "+0800",
+                ]),
+            )
+                .prop_map(|(day, hour, minute, frac, offset)| {
+                    let frac = frac.map(|f| format!(".{f}")).unwrap_or_default();
+                    quoted(format!(
+                        "2017-11-{day:02}T{hour:02}:{minute:02}:{minute:02}{frac}{offset}"
+                    ))
+                });
+            prop_oneof![20 => valid, 1 => text_value()].boxed()
+        }
+
+        fn extra_field() -> BoxedStrategy<(String, String)> {
+            let key = prop_oneof![
+                20 => select(vec!["extra", "pad", "txn", "Amount", "amount ", "", "\u{e9}"]),
+                // Unescapes to a known key: serde sees a repeated field.
+                1 => Just(r"tx\u006e_id"),
+            ]
+            .prop_map(quoted);
+            let value = prop_oneof![
+                4 => any_json_string(),
+                2 => "-?[0-9]{1,5}(\\.[0-9]{1,2})?",
+                1 => odd_value(),
+            ];
+            (key, value).boxed()
+        }
+
+        /// A record's fields: each known one usually present, sometimes a
+        /// repeated key, a few unknown ones, in any order.
+        fn fields() -> impl Strategy<Value = Vec<(String, String)>> {
+            let entry = |name: &'static str, value: BoxedStrategy<String>| {
+                value.prop_map(move |v| (quoted(name), v)).boxed()
+            };
+            let known = |name, value, p| proptest::option::weighted(p, entry(name, value));
+            (
+                known("txn_id", text_value(), 0.95),
+                known("merchant_id", text_value(), 0.95),
+                known("amount", amount_value(), 0.95),
+                known("currency", currency_value(), 0.7),
+                known("channel", channel_value(), 0.95),
+                known("settled_at", time_value(), 0.95),
+                proptest::collection::vec(extra_field(), 0..3),
+                proptest::option::weighted(
+                    0.05,
+                    prop_oneof![
+                        entry("txn_id", text_value()),
+                        entry("amount", amount_value()),
+                        entry("settled_at", odd_value().boxed()),
+                    ],
+                ),
+            )
+                .prop_map(|(a, b, c, d, e, f, extra, repeated)| {
+                    let mut all: Vec<_> = [a, b, c, d, e, f].into_iter().flatten().collect();
+                    all.extend(extra);
+                    all.extend(repeated);
+                    all
+                })
+                .prop_shuffle()
+        }
+
+        fn record() -> impl Strategy<Value = Vec<u8>> {
+            let ws = prop_oneof![
+                300 => Just(""),
+                40 => Just(" "),
+                10 => Just("\n"),
+                5 => Just("\t "),
+                5 => Just("\r\n"),
+                // Not JSON whitespace: serde refuses it.
+                1 => Just("\u{c}"),
+            ];
+            (fields(), proptest::collection::vec(ws, 16)).prop_map(|(fields, ws)| {
+                let mut ws = ws.into_iter().cycle();
+                let mut out = String::from(ws.next().unwrap());
+                out.push('{');
+                for (i, (key, value)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    for part in [ws.next().unwrap(), key, ws.next().unwrap(), ":"] {
+                        out.push_str(part);
+                    }
+                    out.push_str(ws.next().unwrap());
+                    out.push_str(value);
+                    out.push_str(ws.next().unwrap());
+                }
+                out.push('}');
+                out.push_str(ws.next().unwrap());
+                out.into_bytes()
+            })
+        }
+
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Delete(Index),
+            Insert(Index, u8),
+            Replace(Index, u8),
+            Truncate(Index),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            let byte = select(b"\"\\,:{}[] \t0.1e-+atnul\x00\x1f\x7f\xc3\xa9\xff".to_vec());
+            prop_oneof![
+                any::<Index>().prop_map(Mutation::Delete),
+                (any::<Index>(), byte.clone()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+                (any::<Index>(), byte).prop_map(|(i, b)| Mutation::Replace(i, b)),
+                any::<Index>().prop_map(Mutation::Truncate),
+            ]
+        }
+
+        fn mutate(mut record: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+            for m in mutations {
+                if record.is_empty() {
+                    break;
+                }
+                match *m {
+                    Mutation::Delete(i) => {
+                        record.remove(i.index(record.len()));
+                    }
+                    Mutation::Insert(i, b) => record.insert(i.index(record.len() + 1), b),
+                    Mutation::Replace(i, b) => {
+                        let i = i.index(record.len());
+                        record[i] = b;
+                    }
+                    Mutation::Truncate(i) => record.truncate(i.index(record.len())),
+                }
+            }
+            record
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            #[test]
+            fn on_generated_records(record in record()) {
+                let d = decoder();
+                prop_assert_eq!(d.decode(&record), d.decode_with_serde(&record));
+            }
+
+            #[test]
+            fn on_mutated_records(
+                record in record(),
+                mutations in proptest::collection::vec(mutation(), 1..4),
+            ) {
+                let record = mutate(record, &mutations);
+                let d = decoder();
+                prop_assert_eq!(d.decode(&record), d.decode_with_serde(&record));
+            }
+        }
     }
 }

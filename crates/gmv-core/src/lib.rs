@@ -26,6 +26,7 @@ pub mod event;
 pub mod money;
 pub mod output;
 pub mod reject;
+mod scan;
 pub mod sink;
 pub mod state;
 pub mod time;
