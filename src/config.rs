@@ -33,7 +33,10 @@ pub struct Config {
     /// Where rejected records are kept.
     pub dead_letter: DeadLetterConfig,
     /// The HTTP live feed and scoreboard; served only when this section (or `--http`) is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<gmv_serve::ServeConfig>,
+    /// Kafka input and outputs (`gmv run --kafka`, `gmv demo`, `gmv serve --from-kafka`).
+    pub kafka: gmv_kafka::KafkaConfig,
 }
 
 /// `[publish]`: the live snapshot cadence.
@@ -152,6 +155,9 @@ impl Config {
             if let Err(mut more) = http.validate("http") {
                 problems.append(&mut more);
             }
+        }
+        if let Err(mut more) = self.kafka.validate("kafka") {
+            problems.append(&mut more);
         }
         let settings = Settings::from_config(&self.window, &self.money, &self.dedup, &self.engine);
         match settings {

@@ -1,11 +1,11 @@
 //! The HTTP live feed of a local run: `gmv-serve` on a small tokio runtime of
 //! its own, beside the synchronous pipeline threads. The publisher thread
-//! writes to its [`LiveFeed`]; the API reads the engine directly.
+//! writes to its [`LiveFeed`]; the API reads a [`FeedSource`] (the engine, or
+//! a view assembled from Kafka partitions).
 
 use anyhow::{Context, Result};
 use gmv_core::sink::LiveSink;
-use gmv_core::Engine;
-use gmv_serve::{LiveFeed, ServeConfig};
+use gmv_serve::{FeedSource, LiveFeed, ServeConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::runtime::Runtime;
@@ -23,7 +23,7 @@ pub struct Server {
 
 impl Server {
     /// Binds `config.bind` (failing at once if it cannot) and starts serving.
-    pub fn start(config: &ServeConfig, engine: Arc<Engine>) -> Result<Self> {
+    pub fn start(config: &ServeConfig, source: Arc<dyn FeedSource>) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("gmv-http")
@@ -37,7 +37,7 @@ impl Server {
         let task = runtime.spawn(gmv_serve::serve(
             listener,
             feed.clone(),
-            engine,
+            source,
             shutdown.clone(),
         ));
         eprintln!("gmv: live scoreboard at http://{addr}/");

@@ -1,7 +1,8 @@
 //! `gmv`: the gmv-stream binary. Subcommands wire the library crates
 //! together: `run` (a file or stdin through the engine to a report), `demo`
 //! (the synthetic 11.11 day through the same pipeline), `generate` (write the
-//! synthetic stream) and `config` (print the merged configuration).
+//! synthetic stream), `serve` (the scoreboard from Kafka alone) and `config`
+//! (print the merged configuration).
 //!
 //! # Layout
 //! - [`config`]: the layered configuration tree and its validation.
@@ -9,9 +10,12 @@
 //! - [`pipeline`]: reader → workers → publisher threads around one engine.
 //! - [`sinks`]: dead-letter and alert files.
 //! - [`http`]: the live feed server on a runtime of its own.
+//! - [`kafka`]: `run --kafka`, `generate --kafka`, the embedded demo cluster
+//!   and `serve --from-kafka`, around `gmv-kafka`.
 
 mod config;
 mod http;
+mod kafka;
 mod pipeline;
 mod sinks;
 mod source;
@@ -68,10 +72,12 @@ enum LogFormat {
 enum Command {
     /// Process newline-delimited JSON events from a file or stdin and write the final report.
     Run(RunArgs),
-    /// Run the synthetic 11.11 day through the engine and print the day's figures.
+    /// Run the synthetic 11.11 day through Kafka (an embedded cluster) and print the day's figures.
     Demo(DemoArgs),
-    /// Write the synthetic 11.11 stream as newline-delimited JSON.
+    /// Write the synthetic 11.11 stream as newline-delimited JSON, or produce it into Kafka.
     Generate(GenerateArgs),
+    /// Serve the live scoreboard from the Kafka snapshots topic alone (the global view).
+    Serve(ServeArgs),
     /// Write the post-event report (report.json, merchants.csv, report.html) from a run's report.
     Report(ReportArgs),
     /// Print the merged configuration (defaults, file, environment) as TOML.
@@ -127,10 +133,47 @@ enum Progress {
 #[derive(Args)]
 struct RunArgs {
     /// Input file of newline-delimited JSON events, or `-` for stdin.
-    #[arg(long, short)]
-    input: PathBuf,
+    #[arg(
+        long,
+        short,
+        required_unless_present = "kafka",
+        conflicts_with = "kafka"
+    )]
+    input: Option<PathBuf>,
+    /// Consume the input topic from this Kafka cluster (`host:port,...`; sets kafka.brokers).
+    #[arg(long, value_name = "BROKERS")]
+    kafka: Option<String>,
+    #[command(flatten)]
+    kafka_flags: KafkaFlags,
     #[command(flatten)]
     engine: EngineFlags,
+}
+
+/// Flags of the Kafka commands (each overrides its `[kafka]` key).
+#[derive(Args)]
+struct KafkaFlags {
+    /// Consumer group (kafka.group_id).
+    #[arg(long)]
+    group: Option<String>,
+    /// Checkpoint directory (kafka.checkpoint.dir).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Exit once every owned partition has been at its end this long, e.g. 5s (kafka.exit_when_idle).
+    #[arg(long, value_name = "DURATION")]
+    exit_when_idle: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The Kafka cluster whose snapshots topic to read (sets kafka.brokers).
+    #[arg(long, value_name = "BROKERS")]
+    from_kafka: String,
+    /// Address to serve on (sets http.bind; default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Read what the topic holds now, print the assembled snapshot as JSON and exit.
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(Args)]
@@ -150,6 +193,9 @@ struct DemoArgs {
     /// Seed of the synthetic stream.
     #[arg(long, default_value_t = 11)]
     seed: u64,
+    /// Feed the engine directly instead of through the embedded Kafka cluster.
+    #[arg(long)]
+    no_kafka: bool,
     #[command(flatten)]
     engine: EngineFlags,
 }
@@ -186,6 +232,12 @@ struct GenerateArgs {
     /// No repeats, bad records, foreign currency or out-of-window events.
     #[arg(long)]
     clean: bool,
+    /// Produce into this Kafka cluster's input topic instead of writing a file (sets kafka.brokers).
+    #[arg(long, value_name = "BROKERS")]
+    kafka: Option<String>,
+    /// With --kafka: records per second (0 = as fast as the cluster takes them).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 fn main() -> ExitCode {
@@ -229,15 +281,41 @@ fn execute(cli: Cli) -> Result<ExitCode> {
         }
         Command::Generate(args) => generate(&args, config_file),
         Command::Report(args) => post_event_report(args),
+        Command::Serve(args) => {
+            let mut figment =
+                Figment::new().merge(Serialized::default("kafka.brokers", &args.from_kafka));
+            if let Some(addr) = &args.http {
+                figment = figment.merge(Serialized::default("http.bind", addr));
+            }
+            let mut loaded = Config::load(config_file, &figment)?;
+            if args.once {
+                loaded.config.http = None;
+            } else if loaded.config.http.is_none() {
+                loaded.config.http = Some(gmv_serve::ServeConfig::default());
+            }
+            let stop = stop_on_signals()?;
+            let snapshot = kafka::serve_global(&loaded, stop, args.once)?;
+            if args.once {
+                println!("{}", serde_json::to_string_pretty(&snapshot)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => {
-            let loaded = Config::load(config_file, &overrides(&args.engine))?;
+            let loaded = Config::load(
+                config_file,
+                &overrides(&args.engine)
+                    .merge(kafka_overrides(args.kafka.as_deref(), &args.kafka_flags)),
+            )?;
+            let Some(input) = args.input else {
+                return process_kafka(&loaded, &args.engine, Output::ReportToStdout, false);
+            };
             let hold_limit = loaded.settings.max_event_bytes.max(16 << 20) + 1;
-            let source: Box<dyn Source> = if args.input.as_os_str() == "-" {
+            let source: Box<dyn Source> = if input.as_os_str() == "-" {
                 Box::new(LineSource::new("stdin", Box::new(io::stdin()), hold_limit))
             } else {
-                let file = File::open(&args.input)
-                    .with_context(|| format!("opening input {}", args.input.display()))?;
-                let name = args.input.display().to_string();
+                let file = File::open(&input)
+                    .with_context(|| format!("opening input {}", input.display()))?;
+                let name = input.display().to_string();
                 Box::new(LineSource::new(
                     name,
                     Box::new(file) as Box<dyn Read + Send>,
@@ -262,13 +340,165 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             tracing::info!(
                 events = args.events,
                 rate = args.rate,
-                "demo: the synthetic 11.11 day"
+                "demo: the synthetic 11.11 day, through Kafka"
             );
-            let source = Box::new(SynthSource::new(synth, Some(args.rate)));
+            if args.no_kafka {
+                let source = Box::new(SynthSource::new(synth, Some(args.rate)));
+                let linger = loaded.config.http.is_some() && !args.exit_when_done;
+                return process(&loaded, source, &args.engine, Output::Summary, linger);
+            }
+            let cluster = kafka::demo_cluster(&mut loaded)?;
+            if args.exit_when_done {
+                loaded.config.kafka.exit_when_idle = Some(Duration::from_secs(3));
+            }
+            let producer_stop = Arc::new(AtomicBool::new(false));
+            let producer = {
+                let loaded = loaded.clone();
+                let stop = producer_stop.clone();
+                let rate = Some(args.rate).filter(|&r| r > 0);
+                std::thread::Builder::new()
+                    .name("gmv-demo-producer".into())
+                    .spawn(move || kafka::generate(&loaded, synth, rate, stop, false))
+                    .context("starting the demo producer")?
+            };
             let linger = loaded.config.http.is_some() && !args.exit_when_done;
-            process(&loaded, source, &args.engine, Output::Summary, linger)
+            let code = process_kafka(&loaded, &args.engine, Output::Summary, linger);
+            producer_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            match producer.join() {
+                Ok(Ok(generated)) => tracing::info!(
+                    delivered = generated.delivered,
+                    failed = generated.failed,
+                    "demo producer finished"
+                ),
+                Ok(Err(e)) => tracing::warn!("demo producer: {e:#}"),
+                Err(_) => tracing::warn!("demo producer panicked"),
+            }
+            let _ = std::fs::remove_dir_all(&loaded.config.kafka.checkpoint.dir);
+            drop(cluster);
+            code
         }
     }
+}
+
+/// Kafka flags as configuration overrides.
+fn kafka_overrides(brokers: Option<&str>, flags: &KafkaFlags) -> Figment {
+    let mut figment = Figment::new();
+    if let Some(brokers) = brokers {
+        figment = figment.merge(Serialized::default("kafka.brokers", brokers));
+    }
+    if let Some(group) = &flags.group {
+        figment = figment.merge(Serialized::default("kafka.group_id", group));
+    }
+    if let Some(dir) = &flags.checkpoint_dir {
+        figment = figment.merge(Serialized::default("kafka.checkpoint.dir", dir));
+    }
+    if let Some(idle) = &flags.exit_when_idle {
+        figment = figment.merge(Serialized::default("kafka.exit_when_idle", idle));
+    }
+    figment
+}
+
+/// SIGINT/SIGTERM set the returned flag.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// Consumes Kafka until stopped (or idle), then reports like [`process`].
+fn process_kafka(
+    loaded: &Loaded,
+    flags: &EngineFlags,
+    output: Output,
+    linger: bool,
+) -> Result<ExitCode> {
+    if loaded.config.kafka.brokers.is_empty() {
+        return Err(config::ConfigProblems(vec![gmv_core::config::ConfigError::new(
+            "kafka.brokers",
+            "is empty: pass --kafka HOST:PORT or set kafka.brokers (or use `gmv demo` for the embedded cluster)",
+        )])
+        .into());
+    }
+    let view = Arc::new(gmv_kafka::publish::ProcessView::new(
+        loaded.settings.clone(),
+    ));
+    let mut live: Vec<Arc<dyn LiveSink>> = Vec::new();
+    let alerts = flags.alerts.as_deref().map(AlertFile::create).transpose()?;
+    if let Some(alerts) = &alerts {
+        live.push(alerts.clone());
+    }
+    let http = loaded
+        .config
+        .http
+        .as_ref()
+        .map(|config| http::Server::start(config, kafka::process_source(&view)))
+        .transpose()?;
+    if let Some(server) = &http {
+        live.push(server.feed());
+    }
+    let stop = stop_on_signals()?;
+    let show_progress = match flags.progress {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => io::stderr().is_terminal(),
+    };
+    let on_tick = show_progress.then(|| {
+        let mut line = progress_line();
+        Box::new(move |engine: &Engine, elapsed: Duration| line(engine, elapsed))
+            as gmv_kafka::publish::OnTick
+    });
+    let run = kafka::run(loaded, live, stop.clone(), on_tick, view)?;
+    if show_progress {
+        eprintln!();
+    }
+    if let Some(alerts) = &alerts {
+        alerts.finish().context("writing alerts")?;
+    }
+    let report = run.report;
+    let seconds = run.elapsed.as_secs_f64().max(1e-9);
+    tracing::info!(
+        consumed = report.figures.accounting.consumed,
+        rejected = report.figures.accounting.rejected,
+        seconds = format!("{seconds:.3}"),
+        events_per_second = (report.figures.accounting.consumed as f64 / seconds) as u64,
+        "done"
+    );
+    emit_report(&report, flags, output, run.elapsed)?;
+    let completed = run.cause == gmv_kafka::publish::StopCause::Idle;
+    if let Some(server) = http {
+        if linger && completed {
+            tracing::info!(url = %server.url(), "the stream has ended; still serving the scoreboard (Ctrl-C to stop)");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        server.stop()?;
+    }
+    // A Kafka run has no end of input: a signal is its normal way to stop.
+    Ok(ExitCode::SUCCESS)
+}
+
+fn emit_report(
+    report: &Report,
+    flags: &EngineFlags,
+    output: Output,
+    elapsed: Duration,
+) -> Result<()> {
+    match (&flags.report, output) {
+        (Some(path), _) => write_report(report, path)?,
+        (None, Output::ReportToStdout) => {
+            let mut out = io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, report).context("writing the report")?;
+            writeln!(out)?;
+        }
+        (None, Output::Summary) => {}
+    }
+    if matches!(output, Output::Summary) {
+        print!("{}", summary(report, elapsed));
+    }
+    Ok(())
 }
 
 /// CLI flags as the top configuration layer.
@@ -319,10 +549,7 @@ fn process(
     if let Some(server) = &http {
         live.push(server.feed());
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
-    }
+    let stop = stop_on_signals()?;
     let show_progress = match flags.progress {
         Progress::Always => true,
         Progress::Never => false,
@@ -360,18 +587,7 @@ fn process(
         events_per_second = (report.figures.accounting.consumed as f64 / seconds) as u64,
         "done"
     );
-    match (&flags.report, output) {
-        (Some(path), _) => write_report(&report, path)?,
-        (None, Output::ReportToStdout) => {
-            let mut out = io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &report).context("writing the report")?;
-            writeln!(out)?;
-        }
-        (None, Output::Summary) => {}
-    }
-    if matches!(output, Output::Summary) {
-        print!("{}", summary(&report, outcome.elapsed));
-    }
+    emit_report(&report, flags, output, outcome.elapsed)?;
     if let Some(server) = http {
         if linger && outcome.completed {
             tracing::info!(url = %server.url(), "the stream has ended; still serving the scoreboard (Ctrl-C to stop)");
@@ -483,7 +699,17 @@ fn post_event_report(args: ReportArgs) -> Result<ExitCode> {
 }
 
 fn generate(args: &GenerateArgs, config_file: Option<&Path>) -> Result<ExitCode> {
-    let loaded = Config::load(config_file, &Figment::new())?;
+    let loaded = Config::load(
+        config_file,
+        &kafka_overrides(
+            args.kafka.as_deref(),
+            &KafkaFlags {
+                group: None,
+                checkpoint_dir: None,
+                exit_when_idle: None,
+            },
+        ),
+    )?;
     for (name, share) in [
         ("--duplicate-share", args.duplicate_share),
         ("--conflict-share", args.conflict_share),
@@ -512,6 +738,29 @@ fn generate(args: &GenerateArgs, config_file: Option<&Path>) -> Result<ExitCode>
     };
     if args.clean {
         synth = synth.clean();
+    }
+    if args.kafka.is_some() {
+        let stop = stop_on_signals()?;
+        let generated = kafka::generate(
+            &loaded,
+            synth,
+            Some(args.rate),
+            stop,
+            io::stderr().is_terminal(),
+        )?;
+        let seconds = generated.elapsed.as_secs_f64().max(1e-9);
+        eprintln!(
+            "gmv: produced {} records to {} ({} failed) in {seconds:.2}s, {:.0} records/s",
+            generated.delivered,
+            loaded.config.kafka.input_topic,
+            generated.failed,
+            generated.delivered as f64 / seconds
+        );
+        return Ok(if generated.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     let sink: Box<dyn Write> = if args.output.as_os_str() == "-" {
         Box::new(io::stdout().lock())

@@ -428,8 +428,15 @@ pub struct Latency {
     histogram: Mutex<Histogram<u64>>,
 }
 
+impl Default for Latency {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Latency {
-    fn new() -> Self {
+    /// An empty histogram.
+    pub fn new() -> Self {
         Self {
             // 1 µs to 1 h at 3 significant digits.
             histogram: Mutex::new(
@@ -448,6 +455,16 @@ impl Latency {
     pub fn record_since(&self, since: EpochMillis, now: EpochMillis, count: u64) {
         let micros = u64::try_from(now.saturating_sub(since)).unwrap_or(0) * 1000;
         self.record(micros, count);
+    }
+
+    /// Records, for each start time (ms), the time from it to `now`: one lock
+    /// for a whole publish tick's worth of events.
+    pub fn record_all_since(&self, starts: &[EpochMillis], now: EpochMillis) {
+        let mut h = self.histogram.lock();
+        for &since in starts {
+            let micros = u64::try_from(now.saturating_sub(since)).unwrap_or(0) * 1000;
+            let _ = h.record(micros.max(1));
+        }
     }
 
     /// Percentiles so far, milliseconds.

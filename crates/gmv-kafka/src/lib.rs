@@ -1,1 +1,115 @@
-//! gmv-kafka (being written)
+//! gmv-kafka: the Kafka side of gmv-stream.
+//!
+//! # Layout
+//! - [`config`]: the `[kafka]` section, with librdkafka pass-through tables.
+//! - [`consumer`]: consumer-group ingestion. Each consumer thread is a group
+//!   member that owns whole partitions; each partition has its own
+//!   [`gmv_core::Engine`], restored from its checkpoint on assignment and
+//!   checkpointed (state + next offset, durably) before its offset is
+//!   committed. That is what makes totals exactly-once with respect to the log.
+//! - [`checkpoint`]: the checkpoint directory (write, fsync, rename; checksums;
+//!   fallback to the previous good link).
+//! - [`outputs`]: the producer of dead letters, alerts and snapshots, and the
+//!   cluster chores (reach it, create topics, read back announced alerts).
+//! - [`publish`]: the snapshot publisher: per-partition partial snapshots to
+//!   the snapshots topic, and the process's merged view for local sinks.
+//! - [`wire`]: the records of the snapshots topic.
+//! - [`view`]: the global view assembled from the snapshots topic alone.
+//! - [`generate`]: the synthetic 11.11 stream, produced into a topic.
+//! - [`mock`]: librdkafka's in-process mock cluster, the embedded default.
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+pub mod config;
+pub mod consumer;
+pub mod generate;
+pub mod mock;
+pub mod outputs;
+pub mod publish;
+pub mod view;
+pub mod wire;
+
+pub use config::KafkaConfig;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What can go wrong on the Kafka side, by whose move it is.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The cluster did not answer in time (external: check `kafka.brokers`).
+    #[error("cannot reach Kafka at `{brokers}` within {waited:?} (kafka.brokers, kafka.connect_timeout): {source}")]
+    Unreachable {
+        /// The bootstrap list tried.
+        brokers: String,
+        /// How long we waited.
+        waited: Duration,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A topic does not exist and may not be created (user: create it or
+    /// allow `kafka.create_topics`).
+    #[error("topic `{topic}` does not exist on `{brokers}`; create it, or set kafka.create_topics = true")]
+    MissingTopic {
+        /// The topic.
+        topic: String,
+        /// The cluster.
+        brokers: String,
+    },
+    /// The broker refused to create a topic.
+    #[error("could not create topic `{topic}`: {reason}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// The broker's reason.
+        reason: String,
+    },
+    /// A librdkafka call failed.
+    #[error("{what}: {source}")]
+    Client {
+        /// What we were doing.
+        what: &'static str,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Something took longer than `kafka.connect_timeout`.
+    #[error("timed out {what}")]
+    Timeout {
+        /// What we were doing.
+        what: String,
+    },
+    /// The checkpoint directory could not be used (environment: disk, permissions).
+    #[error("checkpoint directory `{dir}`: {source}")]
+    Checkpoint {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint was written under settings that shape state differently
+    /// (user: use a new `kafka.checkpoint.dir` and group, or the old settings).
+    #[error("checkpoint of {topic}/{partition} was written with different window, threshold or dedup settings; use a new kafka.checkpoint.dir and kafka.group_id, or the settings it was written with")]
+    SettingsChanged {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+    /// A checkpoint verified but could not be restored (internal bug).
+    #[error("restoring {topic}/{partition}: {reason}")]
+    Restore {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Why.
+        reason: String,
+    },
+    /// Dead letters or alerts could not be delivered (external): the run
+    /// stops before checkpointing past them, so a restart re-produces them.
+    #[error("{0} dead-letter or alert record(s) could not be delivered; stopping before checkpointing past them")]
+    OutputsLost(u64),
+}

@@ -1,0 +1,553 @@
+//! Consumer-group ingestion with per-partition state and checkpoints.
+//!
+//! Each member thread runs one `BaseConsumer` in the group (polling on the
+//! thread itself: no async hop on the hot path) and owns the partitions the
+//! group assigns it. Every owned partition has a [`Slot`]: its own
+//! [`Engine`], fed straight from the borrowed message payloads in order, so
+//! the partition's state is a pure function of its log prefix.
+//!
+//! Exactly-once, with respect to the log:
+//! - every `checkpoint.interval` the member waits until the outputs produced
+//!   so far are delivered, then writes each changed partition's state and
+//!   next offset as one durable checkpoint, and only then commits that
+//!   offset;
+//! - on assignment a partition is restored from its checkpoint and fetched
+//!   from exactly the checkpoint's offset (not the committed one), and a
+//!   record below the state's next offset is never counted again;
+//! - on revocation the member checkpoints what it processed before letting
+//!   the partition go, so the next owner resumes where it stopped.
+//!
+//! Backpressure: the member processes what it polls before polling again, so
+//! librdkafka's bounded prefetch queue is the only buffer; when the producer's
+//! queue is full, sending waits, and so does consumption.
+
+use crate::checkpoint::CheckpointDir;
+use crate::config::KafkaConfig;
+use crate::outputs::{client_config, Outputs};
+use crate::KafkaError;
+use gmv_core::engine::Latency;
+use gmv_core::state::{settings_hash, Checkpoint};
+use gmv_core::{Engine, Settings};
+use parking_lot::Mutex;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Messages taken from librdkafka per processing round.
+const MAX_BATCH: usize = 2048;
+
+/// One owned partition's state, shared with the publisher.
+pub struct Slot {
+    /// Input topic.
+    pub topic: String,
+    /// Input partition.
+    pub partition: i32,
+    /// The partition's engine.
+    pub engine: Engine,
+    /// First offset the state covers (-1 until a record is processed).
+    pub first_offset: AtomicI64,
+    /// Next offset to process (-1 until known).
+    pub next_offset: AtomicI64,
+    /// Producer timestamps (ms) of records processed since the publisher
+    /// last looked: latency from production to the snapshot including them.
+    pub pending_timestamps: Mutex<Vec<i64>>,
+    /// The group member owning it.
+    pub member: String,
+}
+
+/// State shared by the member threads and the publisher.
+pub struct Shared {
+    /// Engine settings.
+    pub settings: Settings,
+    /// `[kafka]`.
+    pub config: KafkaConfig,
+    /// Where checkpoints go.
+    pub store: CheckpointDir,
+    /// Dead letters, alerts, snapshots.
+    pub outputs: Outputs,
+    /// Owned partitions of this process, by partition.
+    pub registry: Mutex<BTreeMap<i32, Arc<Slot>>>,
+    /// Set to stop: members finish their round, checkpoint and leave.
+    pub stop: Arc<AtomicBool>,
+    /// Production → snapshot latency of this process.
+    pub latency: Latency,
+    /// One flag per member: everything it owns is at the log's end and has
+    /// been for `exit_when_idle`.
+    pub idle: Vec<AtomicBool>,
+    failure: Mutex<Option<KafkaError>>,
+}
+
+impl Shared {
+    /// Shared state for `members` member threads.
+    pub fn new(
+        settings: Settings,
+        config: KafkaConfig,
+        store: CheckpointDir,
+        outputs: Outputs,
+        stop: Arc<AtomicBool>,
+        members: usize,
+    ) -> Self {
+        Self {
+            settings,
+            config,
+            store,
+            outputs,
+            registry: Mutex::new(BTreeMap::new()),
+            stop,
+            latency: Latency::new(),
+            idle: (0..members).map(|_| AtomicBool::new(false)).collect(),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// Records the first fatal error and stops every member.
+    pub fn fail(&self, error: KafkaError) {
+        tracing::error!(%error, "stopping");
+        self.failure.lock().get_or_insert(error);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// The fatal error, if any.
+    pub fn take_failure(&self) -> Option<KafkaError> {
+        self.failure.lock().take()
+    }
+
+    /// Whether every member is idle.
+    pub fn all_idle(&self) -> bool {
+        self.idle.iter().all(|i| i.load(Ordering::SeqCst))
+    }
+}
+
+/// A member's bookkeeping for one owned partition.
+struct Task {
+    slot: Arc<Slot>,
+    /// Sequence number of the last durable checkpoint (0: none).
+    seq: u64,
+    deltas_since_base: u32,
+    /// Next offset in the last durable checkpoint (-1: none).
+    checkpointed_next: i64,
+    /// The next checkpoint must be a base (a save failed after the journal
+    /// was taken).
+    force_base: bool,
+    /// Crossings already offered to the alerts topic.
+    alerts_done: usize,
+    timestamps: Vec<i64>,
+}
+
+/// The consumer context: rebalance handling with checkpoints.
+struct Member {
+    shared: Arc<Shared>,
+    name: String,
+    tasks: Mutex<HashMap<i32, Task>>,
+    assigned_once: AtomicBool,
+}
+
+impl ClientContext for Member {
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        // librdkafka retries broker errors itself: a warning, not a failure.
+        tracing::warn!(member = %self.name, %error, reason, "kafka client error (retrying)");
+    }
+}
+
+impl ConsumerContext for Member {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.on_assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.on_revoke(consumer, tpl),
+            other => tracing::warn!(member = %self.name, error = ?other, "rebalance error"),
+        }
+    }
+}
+
+impl Member {
+    fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        tracing::info!(member = %self.name, ?partitions, "assigned");
+        if !partitions.is_empty() {
+            if let Err(error) = self.shared.outputs.reload_announced(&self.shared.config) {
+                self.shared.fail(error);
+            }
+        }
+        let mut tasks = self.tasks.lock();
+        for (topic, partition) in partitions {
+            match self.restore(&topic, partition) {
+                Ok(task) => {
+                    let next = task.slot.next_offset.load(Ordering::SeqCst);
+                    let offset = if next >= 0 {
+                        Offset::Offset(next)
+                    } else {
+                        Offset::Beginning
+                    };
+                    if let Err(error) = tpl.set_partition_offset(&topic, partition, offset) {
+                        self.shared.fail(KafkaError::Client {
+                            what: "setting a partition's start offset",
+                            source: error,
+                        });
+                    }
+                    self.shared
+                        .registry
+                        .lock()
+                        .insert(partition, task.slot.clone());
+                    tasks.insert(partition, task);
+                }
+                Err(error) => self.shared.fail(error),
+            }
+        }
+        let assigned = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+            _ => consumer.assign(tpl),
+        };
+        if let Err(error) = assigned {
+            self.shared.fail(KafkaError::Client {
+                what: "assigning partitions",
+                source: error,
+            });
+        }
+        self.assigned_once.store(true, Ordering::SeqCst);
+    }
+
+    fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        tracing::info!(member = %self.name, ?partitions, lost = consumer.assignment_lost(), "revoked");
+        let mut tasks = self.tasks.lock();
+        let mut revoked: Vec<Task> = partitions.iter().filter_map(|p| tasks.remove(p)).collect();
+        // A lost assignment may already be someone else's: leave its
+        // checkpoints alone and let the new owner resume from the last one.
+        if !consumer.assignment_lost() {
+            self.checkpoint(consumer, &mut revoked, CommitMode::Sync);
+        }
+        let mut registry = self.shared.registry.lock();
+        for task in &revoked {
+            registry.remove(&task.slot.partition);
+        }
+        drop(registry);
+        let unassigned = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+            _ => consumer.unassign(),
+        };
+        if let Err(error) = unassigned {
+            tracing::warn!(%error, "unassigning partitions");
+        }
+    }
+
+    fn restore(&self, topic: &str, partition: i32) -> Result<Task, KafkaError> {
+        let settings = &self.shared.settings;
+        let loaded =
+            self.shared
+                .store
+                .load(topic, partition)
+                .map_err(|source| KafkaError::Checkpoint {
+                    dir: self.shared.store.partition_dir(topic, partition),
+                    source,
+                })?;
+        for (path, why) in &loaded.set_aside {
+            tracing::warn!(
+                file = %path.display(),
+                why,
+                "checkpoint set aside as *.corrupt; resuming {topic}/{partition} from the last good one and re-reading the log after it"
+            );
+        }
+        let (engine, last): (Engine, Option<&Checkpoint>) = match loaded.chain.first() {
+            None => (Engine::with_journal(settings.clone()), None),
+            Some(base) => {
+                if base.settings_hash != settings_hash(settings) {
+                    return Err(KafkaError::SettingsChanged {
+                        topic: topic.into(),
+                        partition,
+                    });
+                }
+                let engine = Engine::restore(settings.clone(), &loaded.chain).map_err(|e| {
+                    KafkaError::Restore {
+                        topic: topic.into(),
+                        partition,
+                        reason: e.to_string(),
+                    }
+                })?;
+                (engine, loaded.chain.last())
+            }
+        };
+        if let Some(last) = last {
+            tracing::info!(
+                topic,
+                partition,
+                seq = last.seq,
+                next_offset = last.next_offset,
+                "restored from checkpoint"
+            );
+        }
+        Ok(Task {
+            slot: Arc::new(Slot {
+                topic: topic.into(),
+                partition,
+                engine,
+                first_offset: AtomicI64::new(last.map_or(-1, |c| c.first_offset)),
+                next_offset: AtomicI64::new(last.map_or(-1, |c| c.next_offset)),
+                pending_timestamps: Mutex::new(Vec::new()),
+                member: self.name.clone(),
+            }),
+            seq: last.map_or(0, |c| c.seq),
+            deltas_since_base: loaded.chain.len().saturating_sub(1) as u32,
+            checkpointed_next: last.map_or(-1, |c| c.next_offset),
+            force_base: false,
+            // Restored crossings are offered again: the announced set (read
+            // from the alerts topic) drops those already out.
+            alerts_done: 0,
+            timestamps: Vec::new(),
+        })
+    }
+
+    /// Makes the tasks' state durable and commits their offsets. Outputs
+    /// first: a checkpoint must never cover a dead letter or alert that is
+    /// not delivered.
+    fn checkpoint(&self, consumer: &BaseConsumer<Self>, tasks: &mut [Task], mode: CommitMode) {
+        let shared = &self.shared;
+        if let Err(error) = shared.outputs.flush(shared.config.connect_timeout) {
+            tracing::warn!(%error, "outputs not yet delivered; checkpoint postponed");
+            return;
+        }
+        let lost = shared
+            .outputs
+            .deliveries()
+            .lost_outputs
+            .load(Ordering::SeqCst);
+        if lost > 0 {
+            shared.fail(KafkaError::OutputsLost(lost));
+            return;
+        }
+        let mut commit = TopicPartitionList::new();
+        for task in tasks.iter_mut() {
+            let slot = &task.slot;
+            let next = slot.next_offset.load(Ordering::SeqCst);
+            if next < 0 || next == task.checkpointed_next {
+                continue;
+            }
+            let base = task.seq == 0
+                || task.force_base
+                || task.deltas_since_base >= shared.config.checkpoint.deltas_per_base;
+            let checkpoint = slot.engine.checkpoint(
+                task.seq + 1,
+                base,
+                slot.first_offset.load(Ordering::SeqCst),
+                next,
+            );
+            match shared.store.save(&slot.topic, slot.partition, &checkpoint) {
+                Ok(_) => {
+                    task.seq += 1;
+                    task.deltas_since_base = if base { 0 } else { task.deltas_since_base + 1 };
+                    task.checkpointed_next = next;
+                    task.force_base = false;
+                    let _ = commit.add_partition_offset(
+                        &slot.topic,
+                        slot.partition,
+                        Offset::Offset(next),
+                    );
+                }
+                Err(error) => {
+                    // The journal was taken: only a base can cover it now.
+                    task.force_base = true;
+                    tracing::error!(topic = %slot.topic, partition = slot.partition, %error, "checkpoint failed; will retry with a full one");
+                }
+            }
+        }
+        if commit.count() > 0 {
+            if let Err(error) = consumer.commit(&commit, mode) {
+                tracing::warn!(%error, "committing checkpointed offsets (the checkpoints stand; offsets are advisory)");
+            }
+        }
+    }
+
+    /// Whether every owned partition has been processed up to its high
+    /// watermark (asked of the broker: only checked once quiet).
+    fn at_end(&self, consumer: &BaseConsumer<Self>) -> bool {
+        let owned: Vec<(Arc<Slot>, i64)> = self
+            .tasks
+            .lock()
+            .values()
+            .map(|t| (t.slot.clone(), t.slot.next_offset.load(Ordering::SeqCst)))
+            .collect();
+        owned.iter().all(|(slot, next)| {
+            consumer
+                .fetch_watermarks(&slot.topic, slot.partition, Duration::from_secs(2))
+                .is_ok_and(|(low, high)| high == 0 || high <= low || *next >= high)
+        })
+    }
+
+    fn process(&self, batch: &[BorrowedMessage<'_>]) {
+        let mut tasks = self.tasks.lock();
+        let outputs = &self.shared.outputs;
+        let mut start = 0;
+        while start < batch.len() {
+            let partition = batch[start].partition();
+            let end = start
+                + batch[start..]
+                    .iter()
+                    .take_while(|m| m.partition() == partition)
+                    .count();
+            // Records of a partition revoked meanwhile are its next owner's.
+            if let Some(task) = tasks.get_mut(&partition) {
+                task.process(&batch[start..end], outputs);
+            }
+            start = end;
+        }
+    }
+}
+
+impl Task {
+    fn process(&mut self, run: &[BorrowedMessage<'_>], outputs: &Outputs) {
+        let slot = &self.slot;
+        let mut next = slot.next_offset.load(Ordering::Relaxed);
+        let mut first = slot.first_offset.load(Ordering::Relaxed);
+        let mut worker = slot.engine.worker();
+        for message in run {
+            let offset = message.offset();
+            if offset < next {
+                continue; // fetched again after a rebalance; already counted
+            }
+            let payload = message.payload().unwrap_or_default();
+            if let Err(rejection) = worker.process(payload) {
+                outputs.dead_letter(&rejection, payload, &slot.topic, slot.partition, offset);
+            }
+            if let Some(ts) = message.timestamp().to_millis() {
+                self.timestamps.push(ts);
+            }
+            if first < 0 {
+                first = offset;
+            }
+            next = offset + 1;
+        }
+        drop(worker);
+        slot.first_offset.store(first, Ordering::SeqCst);
+        slot.next_offset.store(next, Ordering::SeqCst);
+        if !self.timestamps.is_empty() {
+            slot.pending_timestamps.lock().append(&mut self.timestamps);
+        }
+        let crossings = slot.engine.aggregator().crossing_count();
+        if crossings > self.alerts_done {
+            for alert in slot.engine.alert_records(self.alerts_done) {
+                outputs.alert(&alert);
+            }
+            self.alerts_done = crossings;
+        }
+    }
+}
+
+/// The librdkafka consumer properties of a member.
+fn consumer_config(config: &KafkaConfig, client_id: &str) -> rdkafka::ClientConfig {
+    let mut cfg = client_config(&config.brokers);
+    cfg.set("group.id", &config.group_id)
+        .set("client.id", client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // librdkafka's 500 ms default makes each fetch wait (BROKERS.md).
+        .set("fetch.wait.max.ms", "10")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("queued.max.messages.kbytes", "32768");
+    for (key, value) in &config.consumer {
+        cfg.set(key, value);
+    }
+    cfg
+}
+
+/// Runs one group member until `shared.stop`; returns after its final
+/// checkpoint and commit.
+pub fn run_member(shared: Arc<Shared>, index: usize) {
+    let name = format!("{}/{}/{index}", hostname(), std::process::id());
+    let context = Member {
+        shared: shared.clone(),
+        name: name.clone(),
+        tasks: Mutex::new(HashMap::new()),
+        assigned_once: AtomicBool::new(false),
+    };
+    let consumer: BaseConsumer<Member> =
+        match consumer_config(&shared.config, &name).create_with_context(context) {
+            Ok(consumer) => consumer,
+            Err(source) => {
+                shared.fail(KafkaError::Client {
+                    what: "creating a consumer",
+                    source,
+                });
+                return;
+            }
+        };
+    if let Err(source) = consumer.subscribe(&[&shared.config.input_topic]) {
+        shared.fail(KafkaError::Client {
+            what: "subscribing to the input topic",
+            source,
+        });
+        return;
+    }
+    let member = consumer.context();
+    let interval = shared.config.checkpoint.interval;
+    let mut last_checkpoint = Instant::now();
+    let mut last_message = Instant::now();
+    let mut last_warning: Option<Instant> = None;
+    let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(MAX_BATCH);
+    while !shared.stop.load(Ordering::SeqCst) {
+        let mut wait = Duration::from_millis(100);
+        while batch.len() < MAX_BATCH {
+            match consumer.poll(wait) {
+                Some(Ok(message)) => batch.push(message),
+                Some(Err(error)) => {
+                    // The client reconnects by itself; say so now and then.
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                        tracing::warn!(member = %name, %error, "consumer error; retrying");
+                        last_warning = Some(Instant::now());
+                    }
+                    break;
+                }
+                None => break,
+            }
+            wait = Duration::ZERO;
+        }
+        if !batch.is_empty() {
+            member.process(&batch);
+            batch.clear();
+            last_message = Instant::now();
+        }
+        if last_checkpoint.elapsed() >= interval {
+            let mut tasks = member.tasks.lock();
+            let mut owned: Vec<Task> = tasks.drain().map(|(_, t)| t).collect();
+            member.checkpoint(&consumer, &mut owned, CommitMode::Async);
+            tasks.extend(owned.into_iter().map(|t| (t.slot.partition, t)));
+            last_checkpoint = Instant::now();
+        }
+        if let Some(idle_after) = shared.config.exit_when_idle {
+            let idle = member.assigned_once.load(Ordering::SeqCst)
+                && last_message.elapsed() >= idle_after
+                && member.at_end(&consumer);
+            shared.idle[index].store(idle, Ordering::SeqCst);
+        }
+    }
+    // Drain: everything processed becomes durable and committed before we
+    // leave the group.
+    let mut tasks = member.tasks.lock();
+    let mut owned: Vec<Task> = tasks.drain().map(|(_, t)| t).collect();
+    member.checkpoint(&consumer, &mut owned, CommitMode::Sync);
+    // The slots stay in the registry for the final snapshot and report.
+    drop(tasks);
+    consumer.unsubscribe();
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}

@@ -1,0 +1,393 @@
+//! What a processor writes to Kafka: dead letters, threshold alerts and
+//! snapshots, through one idempotent producer; plus the cluster chores around
+//! them (reaching the cluster, creating topics, reading back the alerts
+//! already announced).
+//!
+//! Delivery is checked, not hoped for: a dead letter or alert that librdkafka
+//! finally fails to deliver marks the run failed, and since a partition's
+//! checkpoint is only written after the producer has flushed, the records it
+//! covers are replayed (and their outputs produced again) on restart.
+
+use crate::config::KafkaConfig;
+use crate::KafkaError;
+use gmv_core::output::AlertRecord;
+use gmv_core::reject::Rejection;
+use parking_lot::Mutex;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::TopicPartitionList;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Counts what librdkafka could not deliver, by kind.
+#[derive(Default)]
+pub struct DeliveryReport {
+    /// Dead letters or alerts that failed: data a restart must re-produce.
+    pub lost_outputs: AtomicU64,
+    /// Snapshots that failed: harmless, the next one supersedes them.
+    pub lost_snapshots: AtomicU64,
+}
+
+/// The producer's context: delivery accounting.
+pub struct OutputContext {
+    snapshots_topic: String,
+    report: DeliveryReport,
+}
+
+impl ClientContext for OutputContext {}
+
+impl ProducerContext for OutputContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, message)) = result {
+            if message.topic() == self.snapshots_topic {
+                self.report.lost_snapshots.fetch_add(1, Relaxed);
+            } else {
+                self.report.lost_outputs.fetch_add(1, Relaxed);
+                tracing::error!(topic = message.topic(), %error, "an output record could not be delivered");
+            }
+        }
+    }
+}
+
+/// Output topics and the producer that writes them.
+pub struct Outputs {
+    producer: ThreadedProducer<OutputContext>,
+    dead_letter_topic: String,
+    alerts_topic: String,
+    snapshots_topic: String,
+    /// (merchant_id, threshold_cny) already in the alerts topic or sent by us.
+    announced: Mutex<HashSet<(String, String)>>,
+}
+
+/// A base client configuration for `config` (bootstrap and nothing else).
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers);
+    cfg
+}
+
+impl Outputs {
+    /// An idempotent producer for `config`'s output topics.
+    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        let mut cfg = client_config(&config.brokers);
+        cfg.set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.kbytes", "65536");
+        for (key, value) in &config.producer {
+            cfg.set(key, value);
+        }
+        let producer = cfg
+            .create_with_context(OutputContext {
+                snapshots_topic: config.snapshots_topic.clone(),
+                report: DeliveryReport::default(),
+            })
+            .map_err(|source| KafkaError::Client {
+                what: "creating the producer",
+                source,
+            })?;
+        Ok(Self {
+            producer,
+            dead_letter_topic: config.dead_letter_topic.clone(),
+            alerts_topic: config.alerts_topic.clone(),
+            snapshots_topic: config.snapshots_topic.clone(),
+            announced: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Delivery failures so far.
+    pub fn deliveries(&self) -> &DeliveryReport {
+        &self.producer.context().report
+    }
+
+    /// Sends a rejected record's original payload to the dead-letter topic,
+    /// with the reason, detail and origin as headers. Waits while the
+    /// producer's queue is full: backpressure on the consumer, not an
+    /// unbounded buffer.
+    pub fn dead_letter(
+        &self,
+        rejection: &Rejection,
+        payload: &[u8],
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) {
+        let origin = format!("{topic}/{partition}/{offset}");
+        let headers = OwnedHeaders::new_with_capacity(4)
+            .insert(Header {
+                key: "reason",
+                value: Some(rejection.reason.as_str()),
+            })
+            .insert(Header {
+                key: "detail",
+                value: Some(rejection.detail.as_ref()),
+            })
+            .insert(Header {
+                key: "origin",
+                value: Some(origin.as_str()),
+            });
+        let record = BaseRecord::to(&self.dead_letter_topic)
+            .key(origin.as_str())
+            .payload(payload)
+            .headers(headers);
+        self.send(record);
+    }
+
+    /// Announces a crossing unless it is already in the alerts topic (a
+    /// replay after a crash re-detects crossings that were announced).
+    /// Returns whether it was sent.
+    pub fn alert(&self, alert: &AlertRecord) -> bool {
+        let id = (alert.merchant_id.clone(), alert.threshold_cny.clone());
+        if !self.announced.lock().insert(id) {
+            return false;
+        }
+        let key = format!("{}:{}", alert.merchant_id, alert.threshold_cny);
+        let json = serde_json::to_vec(alert).expect("an alert always serialises");
+        self.send(
+            BaseRecord::to(&self.alerts_topic)
+                .key(key.as_str())
+                .payload(&json),
+        );
+        true
+    }
+
+    /// Publishes one snapshot-topic record.
+    pub fn snapshot(&self, key: &str, json: &[u8]) {
+        self.send(BaseRecord::to(&self.snapshots_topic).key(key).payload(json));
+    }
+
+    fn send<'a>(&self, mut record: BaseRecord<'a, str, [u8]>) {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((error, back)) => {
+                    tracing::error!(topic = back.topic, %error, "could not enqueue an output record");
+                    self.producer
+                        .context()
+                        .report
+                        .lost_outputs
+                        .fetch_add(1, Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits until everything sent is delivered (or failed), up to `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer
+            .flush(timeout)
+            .map_err(|source| KafkaError::Client {
+                what: "waiting for output records to be delivered",
+                source,
+            })
+    }
+
+    /// Replaces the announced set with what the alerts topic holds now
+    /// (called when partitions are assigned, so that crossings another
+    /// process announced before it died are not announced again).
+    pub fn reload_announced(&self, config: &KafkaConfig) -> Result<usize, KafkaError> {
+        // Ours first: everything we sent must be in the topic before we read it.
+        self.flush(config.connect_timeout)?;
+        let found = read_announced(config)?;
+        let n = found.len();
+        self.announced.lock().extend(found);
+        Ok(n)
+    }
+}
+
+/// Reads every alert in `config.alerts_topic` up to its current end.
+pub fn read_announced(config: &KafkaConfig) -> Result<HashSet<(String, String)>, KafkaError> {
+    let consumer: BaseConsumer = client_config(&config.brokers)
+        .set("group.id", format!("{}-alerts-reader", config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .map_err(|source| KafkaError::Client {
+            what: "creating the alerts reader",
+            source,
+        })?;
+    let timeout = config.connect_timeout;
+    let metadata = consumer
+        .fetch_metadata(Some(&config.alerts_topic), timeout)
+        .map_err(|source| KafkaError::Client {
+            what: "reading the alerts topic's metadata",
+            source,
+        })?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for topic in metadata.topics() {
+        for p in topic.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(&config.alerts_topic, p.id(), timeout)
+                .map_err(|source| KafkaError::Client {
+                    what: "reading the alerts topic's offsets",
+                    source,
+                })?;
+            if high > low {
+                assignment
+                    .add_partition_offset(
+                        &config.alerts_topic,
+                        p.id(),
+                        rdkafka::Offset::Offset(low),
+                    )
+                    .map_err(|source| KafkaError::Client {
+                        what: "assigning the alerts topic",
+                        source,
+                    })?;
+                ends.push((p.id(), high));
+            }
+        }
+    }
+    let mut found = HashSet::new();
+    if ends.is_empty() {
+        return Ok(found);
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|source| KafkaError::Client {
+            what: "assigning the alerts topic",
+            source,
+        })?;
+    let deadline = Instant::now() + timeout;
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(KafkaError::Timeout {
+                what: format!(
+                    "reading the alerts topic `{}` to its end",
+                    config.alerts_topic
+                ),
+            });
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                if let Some(alert) = message
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<AlertRecord>(p).ok())
+                {
+                    found.insert((alert.merchant_id, alert.threshold_cny));
+                }
+                let (partition, offset) = (message.partition(), message.offset());
+                ends.retain(|&(p, high)| !(p == partition && offset + 1 >= high));
+            }
+            Some(Err(error)) => tracing::warn!(%error, "while reading the alerts topic"),
+            None => {}
+        }
+    }
+    Ok(found)
+}
+
+/// Waits until the cluster answers (metadata), up to `config.connect_timeout`.
+pub fn wait_for_cluster(config: &KafkaConfig) -> Result<(), KafkaError> {
+    let consumer: BaseConsumer =
+        client_config(&config.brokers)
+            .create()
+            .map_err(|source| KafkaError::Client {
+                what: "creating a metadata client",
+                source,
+            })?;
+    consumer
+        .fetch_metadata(None, config.connect_timeout)
+        .map(|_| ())
+        .map_err(|source| KafkaError::Unreachable {
+            brokers: config.brokers.clone(),
+            waited: config.connect_timeout,
+            source,
+        })
+}
+
+/// Partitions of `topic`, or `None` if the cluster does not have it.
+pub fn topic_partitions(config: &KafkaConfig, topic: &str) -> Result<Option<usize>, KafkaError> {
+    let consumer: BaseConsumer =
+        client_config(&config.brokers)
+            .create()
+            .map_err(|source| KafkaError::Client {
+                what: "creating a metadata client",
+                source,
+            })?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), config.connect_timeout)
+        .map_err(|source| KafkaError::Client {
+            what: "reading topic metadata",
+            source,
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len()))
+}
+
+/// Creates each missing topic with its partition count (replication 1 on a
+/// one-broker cluster, else the broker's default).
+pub fn ensure_topics(config: &KafkaConfig, topics: &[(&str, i32)]) -> Result<(), KafkaError> {
+    let mut missing = Vec::new();
+    for &(topic, partitions) in topics {
+        if topic_partitions(config, topic)?.is_none() {
+            missing.push((topic, partitions));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !config.create_topics {
+        return Err(KafkaError::MissingTopic {
+            topic: missing[0].0.to_string(),
+            brokers: config.brokers.clone(),
+        });
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config(&config.brokers)
+        .create()
+        .map_err(|source| KafkaError::Client {
+            what: "creating an admin client",
+            source,
+        })?;
+    let new_topics: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|&(name, partitions)| NewTopic::new(name, partitions, TopicReplication::Fixed(-1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(config.connect_timeout));
+    let results = futures::executor::block_on(admin.create_topics(&new_topics, &options)).map_err(
+        |source| KafkaError::Client {
+            what: "creating topics",
+            source,
+        },
+    )?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(KafkaError::CreateTopic {
+                    topic: name,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    // Metadata can lag creation by a moment.
+    let deadline = Instant::now() + config.connect_timeout;
+    for (topic, _) in missing {
+        while topic_partitions(config, topic)?.is_none() {
+            if Instant::now() > deadline {
+                return Err(KafkaError::Timeout {
+                    what: format!("waiting for the new topic `{topic}` to appear"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
