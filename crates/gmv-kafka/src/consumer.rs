@@ -36,7 +36,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,8 @@ pub struct Shared {
     /// One flag per member: everything it owns is at the log's end and has
     /// been for `exit_when_idle`.
     pub idle: Vec<AtomicBool>,
+    /// Members that have made their final checkpoint and commit.
+    drained: AtomicUsize,
     failure: Mutex<Option<KafkaError>>,
 }
 
@@ -103,6 +105,7 @@ impl Shared {
             stop,
             latency: Latency::new(),
             idle: (0..members).map(|_| AtomicBool::new(false)).collect(),
+            drained: AtomicUsize::new(0),
             failure: Mutex::new(None),
         }
     }
@@ -117,6 +120,17 @@ impl Shared {
     /// The fatal error, if any.
     pub fn take_failure(&self) -> Option<KafkaError> {
         self.failure.lock().take()
+    }
+
+    /// Counts this member as drained and waits (bounded) for the others, so
+    /// that no member leaves the group, and so starts a rebalance, while
+    /// another is still committing its final offsets.
+    fn drained_wait_for_others(&self) {
+        self.drained.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.drained.load(Ordering::SeqCst) < self.idle.len() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Whether every member is idle.
@@ -138,6 +152,18 @@ struct Task {
     force_base: bool,
     /// Crossings already offered to the alerts topic.
     alerts_done: usize,
+    /// After (re)assignment at a checkpoint's offset: the first record must
+    /// be that offset. Some brokers (tansu 0.6) answer a fetch from inside a
+    /// record batch with the *next* batch; a record past the expected offset
+    /// is then a gap, and we fetch again from further back.
+    expect_first: Option<i64>,
+    /// How far back the next re-fetch starts.
+    refetch_back: i64,
+    /// A re-fetch has gone back to the log's start already.
+    refetched_from_low: bool,
+    /// A re-fetch was asked for during this batch: the rest of the batch's
+    /// records of this partition come from the old fetch position.
+    refetch_in_batch: bool,
     timestamps: Vec<i64>,
 }
 
@@ -146,7 +172,10 @@ struct Member {
     shared: Arc<Shared>,
     name: String,
     tasks: Mutex<HashMap<i32, Task>>,
-    assigned_once: AtomicBool,
+    /// Holds an assignment from the group (possibly empty): false between a
+    /// revocation and the next assignment, so a member mid-rebalance is
+    /// never taken for idle.
+    assigned: AtomicBool,
 }
 
 impl ClientContext for Member {
@@ -219,10 +248,11 @@ impl Member {
                 source: error,
             });
         }
-        self.assigned_once.store(true, Ordering::SeqCst);
+        self.assigned.store(true, Ordering::SeqCst);
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        self.assigned.store(false, Ordering::SeqCst);
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         tracing::info!(member = %self.name, ?partitions, lost = consumer.assignment_lost(), "revoked");
         let mut tasks = self.tasks.lock();
@@ -308,6 +338,10 @@ impl Member {
             // Restored crossings are offered again: the announced set (read
             // from the alerts topic) drops those already out.
             alerts_done: 0,
+            expect_first: last.map(|c| c.next_offset),
+            refetch_back: 1024,
+            refetched_from_low: false,
+            refetch_in_batch: false,
             timestamps: Vec::new(),
         })
     }
@@ -365,6 +399,17 @@ impl Member {
                 }
             }
         }
+        // Every owned partition's durable offset, changed or not: a commit
+        // lost to a rebalance is made good by the next one.
+        for task in tasks.iter() {
+            if task.checkpointed_next >= 0 {
+                let _ = commit.add_partition_offset(
+                    &task.slot.topic,
+                    task.slot.partition,
+                    Offset::Offset(task.checkpointed_next),
+                );
+            }
+        }
         if commit.count() > 0 {
             if let Err(error) = consumer.commit(&commit, mode) {
                 tracing::warn!(%error, "committing checkpointed offsets (the checkpoints stand; offsets are advisory)");
@@ -388,8 +433,11 @@ impl Member {
         })
     }
 
-    fn process(&self, batch: &[BorrowedMessage<'_>]) {
+    fn process(&self, consumer: &BaseConsumer<Self>, batch: &[BorrowedMessage<'_>]) {
         let mut tasks = self.tasks.lock();
+        for task in tasks.values_mut() {
+            task.refetch_in_batch = false;
+        }
         let outputs = &self.shared.outputs;
         let mut start = 0;
         while start < batch.len() {
@@ -401,7 +449,8 @@ impl Member {
                     .count();
             // Records of a partition revoked meanwhile are its next owner's.
             if let Some(task) = tasks.get_mut(&partition) {
-                task.process(&batch[start..end], outputs);
+                let run = task.skip_to_expected(consumer, &batch[start..end]);
+                task.process(run, outputs);
             }
             start = end;
         }
@@ -409,6 +458,65 @@ impl Member {
 }
 
 impl Task {
+    /// Checks the first records after a (re)assignment; returns the part of
+    /// `run` that may be processed (empty while re-fetching).
+    fn skip_to_expected<'r, 'm>(
+        &mut self,
+        consumer: &BaseConsumer<Member>,
+        run: &'r [BorrowedMessage<'m>],
+    ) -> &'r [BorrowedMessage<'m>] {
+        let Some(expected) = self.expect_first else {
+            return run;
+        };
+        if self.refetch_in_batch {
+            return &[];
+        }
+        let slot = &self.slot;
+        // Records below the expected offset are already counted (the
+        // processing loop skips them); the question is the first one at or
+        // after it.
+        let Some(at) = run.iter().position(|m| m.offset() >= expected) else {
+            return run;
+        };
+        let first = run[at].offset();
+        if first == expected {
+            self.expect_first = None;
+            return run;
+        }
+        let low = consumer
+            .fetch_watermarks(&slot.topic, slot.partition, Duration::from_secs(5))
+            .map_or(0, |(low, _)| low);
+        if low >= expected || self.refetched_from_low {
+            // Fetched from the log's start and still past it: the log really
+            // has a gap here (compaction or retention), not a fetch quirk.
+            tracing::warn!(
+                topic = %slot.topic,
+                partition = slot.partition,
+                expected,
+                first,
+                "records between the checkpoint and the first record fetched are gone from the log"
+            );
+            self.expect_first = None;
+            return run;
+        }
+        let from = expected.saturating_sub(self.refetch_back).max(low);
+        self.refetched_from_low = from == low;
+        tracing::debug!(topic = %slot.topic, partition = slot.partition, expected, first, from, "fetch skipped past the checkpoint offset; fetching again from further back");
+        if let Err(error) = consumer.seek(
+            &slot.topic,
+            slot.partition,
+            Offset::Offset(from),
+            Duration::from_secs(5),
+        ) {
+            tracing::warn!(%error, "re-fetching from before the checkpoint offset");
+        }
+        self.refetch_back = self.refetch_back.saturating_mul(4);
+        // librdkafka drops what the old position fetched once seek returns;
+        // what this batch still holds of it is skipped here.
+        self.refetch_in_batch = true;
+        &run[..at]
+    }
+
     fn process(&mut self, run: &[BorrowedMessage<'_>], outputs: &Outputs) {
         let slot = &self.slot;
         let mut next = slot.next_offset.load(Ordering::Relaxed);
@@ -474,7 +582,7 @@ pub fn run_member(shared: Arc<Shared>, index: usize) {
         shared: shared.clone(),
         name: name.clone(),
         tasks: Mutex::new(HashMap::new()),
-        assigned_once: AtomicBool::new(false),
+        assigned: AtomicBool::new(false),
     };
     let consumer: BaseConsumer<Member> =
         match consumer_config(&shared.config, &name).create_with_context(context) {
@@ -484,6 +592,7 @@ pub fn run_member(shared: Arc<Shared>, index: usize) {
                     what: "creating a consumer",
                     source,
                 });
+                shared.drained_wait_for_others();
                 return;
             }
         };
@@ -492,6 +601,7 @@ pub fn run_member(shared: Arc<Shared>, index: usize) {
             what: "subscribing to the input topic",
             source,
         });
+        shared.drained_wait_for_others();
         return;
     }
     let member = consumer.context();
@@ -518,7 +628,7 @@ pub fn run_member(shared: Arc<Shared>, index: usize) {
             wait = Duration::ZERO;
         }
         if !batch.is_empty() {
-            member.process(&batch);
+            member.process(&consumer, &batch);
             batch.clear();
             last_message = Instant::now();
         }
@@ -530,7 +640,7 @@ pub fn run_member(shared: Arc<Shared>, index: usize) {
             last_checkpoint = Instant::now();
         }
         if let Some(idle_after) = shared.config.exit_when_idle {
-            let idle = member.assigned_once.load(Ordering::SeqCst)
+            let idle = member.assigned.load(Ordering::SeqCst)
                 && last_message.elapsed() >= idle_after
                 && member.at_end(&consumer);
             shared.idle[index].store(idle, Ordering::SeqCst);
@@ -543,6 +653,7 @@ pub fn run_member(shared: Arc<Shared>, index: usize) {
     member.checkpoint(&consumer, &mut owned, CommitMode::Sync);
     // The slots stay in the registry for the final snapshot and report.
     drop(tasks);
+    shared.drained_wait_for_others();
     consumer.unsubscribe();
 }
 

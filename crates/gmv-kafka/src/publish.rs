@@ -162,6 +162,13 @@ pub fn run(options: RunOptions) -> Result<Outcome, KafkaError> {
         on_tick(&publisher.view.engine(), elapsed);
     }
     shared.outputs.flush(shared.config.connect_timeout)?;
+    let deliveries = shared.outputs.deliveries();
+    tracing::info!(
+        alerts = deliveries.alerts_delivered.load(Ordering::SeqCst),
+        dead_letters = deliveries.dead_letters_delivered.load(Ordering::SeqCst),
+        lost_snapshots = deliveries.lost_snapshots.load(Ordering::SeqCst),
+        "outputs delivered"
+    );
     if let Some(error) = shared.take_failure() {
         return Err(error);
     }

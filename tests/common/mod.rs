@@ -1,0 +1,385 @@
+//! The independent answer shared by the end-to-end tests: plain
+//! single-threaded code (serde_json values, rust_decimal, chrono and a
+//! HashMap) that computes the contract's figures for an input, sharing
+//! nothing with the engine but the contract in EVENTS.md, and the checks that
+//! compare a report, dead letters and alerts with it.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use chrono::{DateTime, FixedOffset, Timelike};
+use rust_decimal::prelude::*;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::process::Command;
+
+pub fn gmv() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gmv"))
+}
+
+#[derive(Default)]
+pub struct Merchant {
+    pub gmv: Decimal,
+    pub mobile: Decimal,
+    pub transactions: u64,
+}
+
+/// The report per the contract, computed the slow and obvious way.
+pub struct Reference {
+    pub gmv: Decimal,
+    pub mobile: Decimal,
+    pub transactions: u64,
+    pub consumed: u64,
+    pub rejected: HashMap<&'static str, u64>,
+    pub merchants: HashMap<String, Merchant>,
+    pub per_second: HashMap<i64, u64>,
+}
+
+pub fn rate(currency: &str) -> Option<Decimal> {
+    Some(match currency {
+        "CNY" => Decimal::ONE,
+        "USD" => dec("6.6490"),
+        "HKD" => dec("0.8512"),
+        "EUR" => dec("7.7350"),
+        "JPY" => dec("0.0587"),
+        _ => return None,
+    })
+}
+
+pub fn dec(text: &str) -> Decimal {
+    Decimal::from_str(text).expect("test literal")
+}
+
+pub fn text_of(v: &Value, field: &str) -> Result<Option<String>, &'static str> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        // A field of the wrong JSON type fails the schema: malformed.
+        Some(_) => Err("malformed"),
+    }
+}
+
+/// A valid record: (txn, merchant, CNY exact to the fen, mobile, time, the JSON).
+pub type Valid = (String, String, Decimal, bool, DateTime<FixedOffset>, Value);
+
+/// Why a record is rejected, or what it is.
+pub fn judge(line: &[u8]) -> Result<Valid, &'static str> {
+    let v: Value = serde_json::from_slice(line).map_err(|_| "malformed")?;
+    if !v.is_object() {
+        return Err("malformed");
+    }
+    let txn = text_of(&v, "txn_id")?.ok_or("missing_field")?;
+    let merchant = text_of(&v, "merchant_id")?.ok_or("missing_field")?;
+    let amount_text = match v.get("amount") {
+        None | Some(Value::Null) => return Err("missing_field"),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err("malformed"),
+    };
+    let channel = text_of(&v, "channel")?.ok_or("missing_field")?;
+    let settled = text_of(&v, "settled_at")?.ok_or("missing_field")?;
+    if txn.is_empty() || txn.len() > 64 || merchant.is_empty() || merchant.len() > 64 {
+        return Err("invalid_field");
+    }
+    let amount = Decimal::from_str_exact(&amount_text).map_err(|_| "invalid_amount")?;
+    if amount <= Decimal::ZERO || amount.normalize().scale() > 2 {
+        return Err("invalid_amount");
+    }
+    let currency = text_of(&v, "currency")?.unwrap_or_else(|| "CNY".into());
+    let cny = (amount * rate(&currency).ok_or("unknown_currency")?)
+        .round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
+    if cny <= Decimal::ZERO || cny > dec("100000000.00") {
+        return Err("invalid_amount");
+    }
+    let at = DateTime::parse_from_rfc3339(&settled).map_err(|_| "invalid_timestamp")?;
+    Ok((txn, merchant, cny, channel == "mobile", at, v))
+}
+
+impl Reference {
+    pub fn compute(input: &[u8]) -> Self {
+        let start = DateTime::parse_from_rfc3339("2017-11-11T00:00:00+08:00").expect("literal");
+        let end = DateTime::parse_from_rfc3339("2017-11-12T00:00:00+08:00").expect("literal");
+        let mut seen: HashMap<String, Value> = HashMap::new();
+        let mut r = Reference {
+            gmv: Decimal::ZERO,
+            mobile: Decimal::ZERO,
+            transactions: 0,
+            consumed: 0,
+            rejected: HashMap::new(),
+            merchants: HashMap::new(),
+            per_second: HashMap::new(),
+        };
+        for line in input.split(|&b| b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            r.consumed += 1;
+            let verdict = judge(line).and_then(|(txn, merchant, cny, mobile, at, v)| {
+                if at < start || at >= end {
+                    return Err("outside_window");
+                }
+                match seen.get(&txn) {
+                    Some(first) if *first == v => Err("duplicate"),
+                    Some(_) => Err("conflict"),
+                    None => {
+                        seen.insert(txn, v);
+                        Ok((merchant, cny, mobile, at))
+                    }
+                }
+            });
+            match verdict {
+                Err(reason) => *r.rejected.entry(reason).or_default() += 1,
+                Ok((merchant, cny, mobile, at)) => {
+                    r.gmv += cny;
+                    r.transactions += 1;
+                    let m = r.merchants.entry(merchant).or_default();
+                    m.gmv += cny;
+                    m.transactions += 1;
+                    if mobile {
+                        r.mobile += cny;
+                        m.mobile += cny;
+                    }
+                    *r.per_second.entry(at.timestamp()).or_default() += 1;
+                }
+            }
+        }
+        r
+    }
+}
+
+pub fn money(v: &Value) -> Decimal {
+    dec(v.as_str().expect("money is a string"))
+}
+
+/// The top-10 list against the reference's ranking.
+pub fn check_top_merchants(report: &Value, want: &Reference) {
+    let mut ranked: Vec<(&String, &Merchant)> = want.merchants.iter().collect();
+    ranked.sort_by(|a, b| b.1.gmv.cmp(&a.1.gmv).then_with(|| a.0.cmp(b.0)));
+    let top = report["top_merchants"].as_array().expect("top merchants");
+    assert_eq!(top.len(), 10);
+    for (got, (id, m)) in top.iter().zip(&ranked) {
+        assert_eq!(got["merchant_id"], id.as_str());
+        assert_eq!(money(&got["gmv_cny"]), m.gmv);
+        assert_eq!(got["transactions"], m.transactions);
+    }
+}
+
+/// The figures a snapshot and a report share: totals, shares, peak,
+/// thresholds, rejections, accounting and the top list.
+pub fn check_figures(report: &Value, want: &Reference, thresholds: &[Decimal]) {
+    assert_eq!(report["window"]["start"], "2017-11-11T00:00:00+08:00");
+    assert_eq!(report["window"]["end"], "2017-11-12T00:00:00+08:00");
+    assert_eq!(money(&report["gmv_cny"]), want.gmv);
+    assert_eq!(
+        money(&report["gmv_usd"]),
+        (want.gmv * dec("0.1504")).round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven)
+    );
+    assert_eq!(report["transactions"], want.transactions);
+    assert_eq!(money(&report["mobile_gmv_cny"]), want.mobile);
+    let share = (want.mobile / want.gmv).to_f64().expect("share");
+    assert!((report["mobile_share"].as_f64().expect("share") - share).abs() < 1e-12);
+    assert!(
+        (0.85..0.95).contains(&share),
+        "about 90% mobile, got {share}"
+    );
+
+    let (peak_second, peak) = want
+        .per_second
+        .iter()
+        .max_by_key(|(second, count)| (**count, std::cmp::Reverse(**second)))
+        .expect("events");
+    assert_eq!(report["peak_tps"], *peak);
+    let peak_at =
+        DateTime::parse_from_rfc3339(report["peak_second"].as_str().expect("peak second"))
+            .expect("rfc3339");
+    assert_eq!(peak_at.timestamp(), *peak_second);
+    assert_eq!(peak_at.nanosecond(), 0);
+
+    assert_eq!(report["merchants"], want.merchants.len());
+    for (i, threshold) in thresholds.iter().enumerate() {
+        let over = want
+            .merchants
+            .values()
+            .filter(|m| m.gmv >= *threshold)
+            .count();
+        assert_eq!(money(&report["thresholds"][i]["cny"]), *threshold);
+        assert_eq!(
+            report["thresholds"][i]["merchants"], over,
+            "threshold {threshold}"
+        );
+        assert!(over > 0, "test data must cross threshold {threshold}");
+    }
+
+    let rejected = report["rejected"].as_object().expect("rejected");
+    for (reason, count) in rejected {
+        assert_eq!(
+            count.as_u64(),
+            Some(want.rejected.get(reason.as_str()).copied().unwrap_or(0)),
+            "{reason}"
+        );
+    }
+    for reason in want.rejected.keys() {
+        assert!(
+            rejected.contains_key(*reason),
+            "reason {reason} missing from the report"
+        );
+    }
+    for reason in [
+        "duplicate",
+        "outside_window",
+        "malformed",
+        "invalid_amount",
+        "invalid_timestamp",
+        "missing_field",
+    ] {
+        assert!(
+            want.rejected.get(reason).copied().unwrap_or(0) > 0,
+            "test data must have {reason}"
+        );
+    }
+    let total_rejected: u64 = want.rejected.values().sum();
+    assert_eq!(report["accounting"]["consumed"], want.consumed);
+    assert_eq!(report["accounting"]["counted"], want.transactions);
+    assert_eq!(report["accounting"]["rejected"], total_rejected);
+    assert_eq!(want.consumed, want.transactions + total_rejected);
+
+    check_top_merchants(report, want);
+}
+
+/// Every field of a report: the figures, the merchant list and the series.
+pub fn check_report(report: &Value, want: &Reference, thresholds: &[Decimal]) {
+    check_figures(report, want, thresholds);
+    let list = report["merchant_list"].as_array().expect("merchant list");
+    assert_eq!(list.len(), want.merchants.len());
+    for got in list {
+        let m = &want.merchants[got["merchant_id"].as_str().expect("id")];
+        assert_eq!(money(&got["gmv_cny"]), m.gmv);
+        assert_eq!(money(&got["mobile_gmv_cny"]), m.mobile);
+        assert_eq!(got["transactions"], m.transactions);
+    }
+    let counts = report["series"]["per_second"]["counts"]
+        .as_array()
+        .expect("per-second series");
+    let start = DateTime::parse_from_rfc3339("2017-11-11T00:00:00+08:00")
+        .expect("literal")
+        .timestamp();
+    for (second, count) in counts.iter().enumerate() {
+        let want_count = want
+            .per_second
+            .get(&(start + second as i64))
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(count.as_u64(), Some(want_count), "second {second}");
+    }
+    let minute_gmv: Decimal = report["series"]["per_minute"]
+        .as_array()
+        .expect("per-minute series")
+        .iter()
+        .map(|m| money(&m["gmv_cny"]))
+        .sum();
+    assert_eq!(minute_gmv, want.gmv);
+}
+
+pub fn check_dead_letters(path: &Path, want: &Reference, input: &[u8]) {
+    let text = std::fs::read_to_string(path).expect("dead letters");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("dead letter is JSON"))
+        .collect();
+    assert_eq!(lines.len() as u64, want.rejected.values().sum::<u64>());
+    let input_lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+    for letter in &lines {
+        let origin = letter["origin"].as_str().expect("origin");
+        let line_no: usize = origin
+            .rsplit(':')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("origin FILE:LINE");
+        let original = input_lines[line_no - 1];
+        match (&letter["payload"], &letter["payload_hex"]) {
+            (Value::String(p), _) => assert_eq!(p.as_bytes(), original, "{origin}"),
+            (_, Value::String(hex)) => assert_eq!(hex.len(), original.len() * 2, "{origin}"),
+            _ => panic!("dead letter without payload: {letter}"),
+        }
+        assert_eq!(
+            judge_reason(original, letter),
+            letter["reason"].as_str().expect("reason")
+        );
+    }
+}
+
+/// The reference's reason for a line, given that it was rejected (duplicates
+/// and window are decided by context, so they are taken from the letter when
+/// the record itself is valid).
+pub fn judge_reason<'a>(line: &[u8], letter: &'a Value) -> &'a str {
+    let said = letter["reason"].as_str().expect("reason");
+    match judge(line) {
+        Err(reason) => {
+            assert_eq!(
+                reason, said,
+                "line judged {reason}, dead letter says {said}"
+            );
+            said
+        }
+        Ok(_) => {
+            assert!(
+                ["duplicate", "conflict", "outside_window"].contains(&said),
+                "valid record rejected as {said}"
+            );
+            said
+        }
+    }
+}
+
+pub fn check_alerts(path: &Path, report: &Value, want: &Reference) {
+    let text = std::fs::read_to_string(path).expect("alerts");
+    let alerts: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("alert is JSON"))
+        .collect();
+    check_alert_list(&alerts, report, want);
+    assert_eq!(
+        report["alerts"].as_array().expect("report alerts").len(),
+        alerts.len()
+    );
+}
+
+/// Each (merchant, threshold) the reference says was crossed, announced
+/// exactly once, and nothing else.
+pub fn check_alert_list(alerts: &[Value], report: &Value, want: &Reference) {
+    let announced: BTreeSet<(String, Decimal)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["merchant_id"].as_str().expect("id").to_owned(),
+                money(&a["threshold_cny"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        announced.len(),
+        alerts.len(),
+        "an alert was announced twice"
+    );
+    let mut expected = BTreeSet::new();
+    for t in report["thresholds"].as_array().expect("thresholds") {
+        let threshold = money(&t["cny"]);
+        for (id, m) in &want.merchants {
+            if m.gmv >= threshold {
+                expected.insert((id.clone(), threshold));
+            }
+        }
+    }
+    let missing: Vec<_> = expected.difference(&announced).take(5).collect();
+    let extra: Vec<_> = announced.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} alerts, {} expected; missing (first 5) {missing:?}; not expected {extra:?}",
+        announced.len(),
+        expected.len()
+    );
+    for a in alerts {
+        assert!(money(&a["gmv_cny"]) >= money(&a["threshold_cny"]));
+        DateTime::parse_from_rfc3339(a["settled_at"].as_str().expect("settled_at"))
+            .expect("rfc3339");
+    }
+}

@@ -1,0 +1,679 @@
+//! The Kafka path end to end, through the real librdkafka client: `gmv
+//! generate --kafka` produces a stream with every kind of bad record, `gmv
+//! run --kafka` consumes it in a group, and the report, the alerts topic, the
+//! dead-letter topic and the global view (`gmv serve --from-kafka --once`)
+//! are compared with the independent answer of `common`.
+//!
+//! Two tiers (as rust-rdkafka's own tests): librdkafka's mock cluster,
+//! started inside this test process (always runs), and a real broker named
+//! by `KAFKA_BROKERS` (tansu in CI via `scripts/kafka-broker.sh`; skipped
+//! with a message when absent, unless `GMV_REQUIRE_BROKER=1`). Every test
+//! uses its own topics and group.
+//!
+//! The fault tests SIGKILL the processor at random moments and restart it:
+//! the final report must equal the independent answer to the fen, and each
+//! alert must be in the alerts topic exactly once.
+
+mod common;
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const PARTITIONS: i32 = 4;
+
+/// Where the test's Kafka is.
+enum Cluster {
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    Real(String),
+}
+
+impl Cluster {
+    fn mock() -> Self {
+        Cluster::Mock(MockCluster::new(1).expect("mock cluster starts"))
+    }
+
+    /// The broker of `KAFKA_BROKERS`, or `None` (test skipped) when unset.
+    fn real() -> Option<Self> {
+        match std::env::var("KAFKA_BROKERS") {
+            Ok(brokers) if !brokers.is_empty() => Some(Cluster::Real(brokers)),
+            _ => {
+                assert!(
+                    std::env::var("GMV_REQUIRE_BROKER").as_deref() != Ok("1"),
+                    "GMV_REQUIRE_BROKER=1 but KAFKA_BROKERS is not set"
+                );
+                eprintln!("skipped: no KAFKA_BROKERS (scripts/kafka-broker.sh start)");
+                None
+            }
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        match self {
+            Cluster::Mock(m) => m.bootstrap_servers(),
+            Cluster::Real(b) => b.clone(),
+        }
+    }
+
+    fn is_mock(&self) -> bool {
+        matches!(self, Cluster::Mock(_))
+    }
+}
+
+/// One test's topics, group, directory and config file.
+struct Setup {
+    dir: tempfile::TempDir,
+    brokers: String,
+    tag: String,
+    config: PathBuf,
+    thresholds: Vec<Decimal>,
+}
+
+impl Setup {
+    fn new(cluster: &Cluster, name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos();
+        let tag = format!("{name}-{}-{nanos}", std::process::id());
+        let setup = Self {
+            brokers: cluster.bootstrap(),
+            config: dir.path().join("gmv.toml"),
+            dir,
+            tag,
+            thresholds: vec![dec("10000000.00"), dec("50000000.00"), dec("100000000.00")],
+        };
+        let checkpoints = setup.dir.path().join("state");
+        std::fs::write(
+            &setup.config,
+            format!(
+                r#"[money]
+thresholds_cny = ["10000000.00", "50000000.00", "100000000.00"]
+[engine]
+top_n = 10
+workers = 2
+[publish]
+interval = "200ms"
+[kafka]
+brokers = "{brokers}"
+group_id = "g-{tag}"
+input_topic = "in-{tag}"
+snapshots_topic = "snap-{tag}"
+alerts_topic = "alerts-{tag}"
+dead_letter_topic = "dead-{tag}"
+partitions = {PARTITIONS}
+connect_timeout = "20s"
+[kafka.checkpoint]
+dir = "{checkpoints}"
+interval = "200ms"
+deltas_per_base = 5
+[kafka.consumer]
+"session.timeout.ms" = "6000"
+"#,
+                brokers = setup.brokers,
+                tag = setup.tag,
+                checkpoints = checkpoints.display(),
+            ),
+        )
+        .expect("config written");
+        if let Cluster::Mock(mock) = cluster {
+            // The mock cluster has no CreateTopics API.
+            for (topic, partitions) in [
+                (setup.topic("in"), PARTITIONS),
+                (setup.topic("dead"), PARTITIONS),
+                (setup.topic("snap"), 1),
+                (setup.topic("alerts"), 1),
+            ] {
+                mock.create_topic(&topic, partitions, 1)
+                    .expect("topic created");
+            }
+        }
+        setup
+    }
+
+    fn topic(&self, kind: &str) -> String {
+        format!("{kind}-{}", self.tag)
+    }
+
+    fn checkpoints(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn gmv(&self) -> Command {
+        let mut cmd = gmv();
+        cmd.arg("--config").arg(&self.config);
+        cmd.env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
+        cmd
+    }
+
+    /// Writes the stream to a file (for the reference) and produces the same
+    /// records into the input topic.
+    fn produce(&self, events: u64) -> Vec<u8> {
+        let file = self.dir.path().join("events.jsonl");
+        let stream = [
+            "--events".to_string(),
+            events.to_string(),
+            "--seed".into(),
+            "7".into(),
+            "--merchants".into(),
+            "2000".into(),
+            "--duplicate-share".into(),
+            "0.01".into(),
+            "--conflict-share".into(),
+            "0.002".into(),
+            "--malformed-share".into(),
+            "0.01".into(),
+            "--outside-window-share".into(),
+            "0.005".into(),
+            "--foreign-share".into(),
+            "0.05".into(),
+        ];
+        let status = self
+            .gmv()
+            .arg("generate")
+            .args(&stream)
+            .arg("-o")
+            .arg(&file)
+            .status()
+            .expect("gmv generate runs");
+        assert!(status.success());
+        let out = self
+            .gmv()
+            .arg("generate")
+            .args(&stream)
+            .args(["--kafka", &self.brokers])
+            .output()
+            .expect("gmv generate --kafka runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(&file).expect("events readable")
+    }
+
+    /// `gmv run --kafka` until idle; returns (report, stderr).
+    fn run_to_end(&self, extra: &[&str]) -> (Value, String) {
+        let report = self.dir.path().join("report.json");
+        let _ = std::fs::remove_file(&report);
+        let out = self
+            .gmv()
+            .args(["run", "--kafka", &self.brokers, "--exit-when-idle", "3s"])
+            .args(["--progress", "never", "--report"])
+            .arg(&report)
+            .args(extra)
+            .output()
+            .expect("gmv run runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let report = serde_json::from_slice(&std::fs::read(&report).expect("report written"))
+            .expect("report is JSON");
+        (report, stderr)
+    }
+
+    /// Starts `gmv run --kafka` with stderr watched; returns the child and a
+    /// receiver that gets a message once partitions are assigned.
+    fn spawn_run(&self, extra: &[&str]) -> (Child, mpsc::Receiver<()>) {
+        let mut child = self
+            .gmv()
+            .args(["run", "--kafka", &self.brokers, "--progress", "never"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gmv run starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("assigned") && !line.contains("partitions=[]") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        (child, rx)
+    }
+
+    fn consumer(&self) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("check-{}", self.tag))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer")
+    }
+
+    /// Every record of a topic: (key, payload, headers).
+    fn read_topic(&self, topic: &str) -> Vec<(String, Vec<u8>, HashMap<String, String>)> {
+        let consumer = self.consumer();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining = 0i64;
+        for p in metadata.topics()[0].partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            remaining += high - low;
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
+                .expect("assign");
+        }
+        consumer.assign(&tpl).expect("assign");
+        // Up to the high watermarks and then quiet for a while: tansu 0.6
+        // under-reports high watermarks.
+        let mut records = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last_record = Instant::now();
+        while (records.len() as i64) < remaining || last_record.elapsed() < Duration::from_secs(2) {
+            assert!(Instant::now() < deadline, "reading {topic} took too long");
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                last_record = Instant::now();
+                let mut headers = HashMap::new();
+                if let Some(h) = m.headers() {
+                    for header in h.iter() {
+                        let value = header
+                            .value
+                            .map(|v| String::from_utf8_lossy(v).into_owned());
+                        headers.insert(header.key.to_string(), value.unwrap_or_default());
+                    }
+                }
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                records.push((
+                    key.unwrap_or_default(),
+                    m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                ));
+            }
+        }
+        records
+    }
+
+    /// The alerts topic: each (merchant, threshold) once, as the reference says.
+    fn check_alerts_topic(&self, report: &Value, want: &Reference) {
+        let alerts: Vec<Value> = self
+            .read_topic(&self.topic("alerts"))
+            .into_iter()
+            .map(|(key, payload, _)| {
+                let alert: Value = serde_json::from_slice(&payload).expect("alert is JSON");
+                assert_eq!(
+                    key,
+                    format!(
+                        "{}:{}",
+                        alert["merchant_id"].as_str().expect("id"),
+                        alert["threshold_cny"].as_str().expect("t")
+                    )
+                );
+                alert
+            })
+            .collect();
+        check_alert_list(&alerts, report, want);
+    }
+
+    /// The dead-letter topic: every rejected record kept with its reason
+    /// (at least once: a replay after a crash may send one again).
+    fn check_dead_letter_topic(&self, want: &Reference, at_least_once: bool) {
+        let letters = self.read_topic(&self.topic("dead"));
+        let mut origins = BTreeSet::new();
+        for (key, payload, headers) in &letters {
+            let reason = headers.get("reason").expect("reason header");
+            assert!(headers.contains_key("detail"));
+            assert_eq!(headers.get("origin"), Some(key));
+            judge_reason(payload, &serde_json::json!({ "reason": reason }));
+            origins.insert(key.clone());
+        }
+        let rejected: u64 = want.rejected.values().sum();
+        assert_eq!(
+            origins.len() as u64,
+            rejected,
+            "every rejected record, once per origin"
+        );
+        if !at_least_once {
+            assert_eq!(letters.len() as u64, rejected);
+        }
+    }
+
+    /// `gmv serve --from-kafka --once`: the global view from the snapshots topic.
+    fn global_view(&self) -> Value {
+        let out = self
+            .gmv()
+            .args(["serve", "--from-kafka", &self.brokers, "--once"])
+            .output()
+            .expect("gmv serve runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("snapshot JSON")
+    }
+
+    /// The next offset in the newest checkpoint of each partition.
+    fn checkpoint_offsets(&self) -> HashMap<i32, i64> {
+        let mut out = HashMap::new();
+        let topic_dir = self.checkpoints().join(self.topic("in"));
+        for entry in std::fs::read_dir(&topic_dir).expect("checkpoint dir") {
+            let dir = entry.expect("entry").path();
+            let partition: i32 = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok())
+                .expect("partition dir");
+            let mut links: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .expect("partition dir")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.extension().is_some_and(|e| e == "base" || e == "delta"))
+                .collect();
+            links.sort();
+            let newest = links.last().expect("a checkpoint");
+            let checkpoint =
+                gmv_core::state::Checkpoint::decode(&std::fs::read(newest).expect("read"))
+                    .expect("valid checkpoint");
+            out.insert(partition, checkpoint.next_offset);
+        }
+        out
+    }
+}
+
+fn kill(mut child: Child) {
+    // SIGKILL: no drain, no final checkpoint.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn report_matches(setup: &Setup, cluster_name: &str, events: u64) {
+    let input = setup.produce(events);
+    let want = Reference::compute(&input);
+    let alerts_file = setup.dir.path().join("alerts.jsonl");
+    let (report, _) = setup.run_to_end(&["--alerts", alerts_file.to_str().expect("utf-8 path")]);
+    check_report(&report, &want, &setup.thresholds);
+    let partitions = report["accounting"]["partitions"]
+        .as_array()
+        .expect("per partition");
+    assert_eq!(partitions.len(), PARTITIONS as usize, "{cluster_name}");
+    let consumed: u64 = partitions
+        .iter()
+        .map(|p| p["consumed"].as_u64().expect("n"))
+        .sum();
+    assert_eq!(consumed, want.consumed);
+    for p in partitions {
+        assert_eq!(
+            p["consumed"].as_i64(),
+            Some(p["next_offset"].as_i64().expect("o") - p["first_offset"].as_i64().expect("o"))
+        );
+    }
+    check_alerts(&alerts_file, &report, &want);
+    setup.check_alerts_topic(&report, &want);
+    setup.check_dead_letter_topic(&want, false);
+    check_figures(&setup.global_view(), &want, &setup.thresholds);
+}
+
+#[test]
+fn mock_cluster_report_topics_and_global_view_equal_an_independent_answer() {
+    let cluster = Cluster::mock();
+    report_matches(&Setup::new(&cluster, "match"), "mock", 40_000);
+}
+
+#[test]
+fn broker_report_topics_and_global_view_equal_an_independent_answer() {
+    let Some(cluster) = Cluster::real() else {
+        return;
+    };
+    report_matches(&Setup::new(&cluster, "match"), "broker", 300_000);
+}
+
+/// Kills the processor with SIGKILL `kills` times, each at a random moment
+/// after it has partitions, then lets a last run finish.
+fn survives_sigkill(cluster: &Cluster, events: u64, kills: usize) {
+    let setup = Setup::new(cluster, "kill");
+    let input = setup.produce(events);
+    let want = Reference::compute(&input);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20171111);
+    let started = Instant::now();
+    for round in 0..kills {
+        let (child, assigned) = setup.spawn_run(&["--report", "/dev/null"]);
+        // A restart waits for the killed member's session to expire.
+        let got = assigned.recv_timeout(Duration::from_secs(40));
+        assert!(got.is_ok(), "round {round}: never assigned");
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..1500)));
+        kill(child);
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "fault test over its time bound"
+        );
+    }
+    assert!(
+        !setup.checkpoint_offsets().is_empty(),
+        "the killed runs must have checkpointed something"
+    );
+    let (report, stderr) = setup.run_to_end(&[]);
+    assert!(stderr.contains("restored from checkpoint"), "{stderr}");
+    check_report(&report, &want, &setup.thresholds);
+    setup.check_alerts_topic(&report, &want);
+    setup.check_dead_letter_topic(&want, true);
+}
+
+#[test]
+fn mock_cluster_totals_are_exact_across_sigkill_restarts() {
+    survives_sigkill(&Cluster::mock(), 40_000, 4);
+}
+
+#[test]
+fn broker_totals_are_exact_across_ten_sigkill_restarts_of_two_million_events() {
+    let Some(cluster) = Cluster::real() else {
+        return;
+    };
+    survives_sigkill(&cluster, 2_000_000, 10);
+}
+
+#[test]
+fn clean_restart_resumes_from_committed_checkpoints_without_reprocessing() {
+    let cluster = Cluster::mock();
+    let setup = Setup::new(&cluster, "restart");
+    let input = setup.produce(20_000);
+    let want = Reference::compute(&input);
+    let (first, _) = setup.run_to_end(&[]);
+    check_report(&first, &want, &setup.thresholds);
+
+    let checkpointed = setup.checkpoint_offsets();
+    assert_eq!(checkpointed.len(), PARTITIONS as usize);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &setup.brokers)
+        .set("group.id", format!("g-{}", setup.tag))
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(&setup.topic("in"), p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    for e in committed.elements() {
+        assert_eq!(
+            e.offset(),
+            Offset::Offset(checkpointed[&e.partition()]),
+            "partition {}: committed offset == checkpoint offset",
+            e.partition()
+        );
+    }
+
+    let (second, stderr) = setup.run_to_end(&[]);
+    assert_eq!(
+        stderr.matches("restored from checkpoint").count(),
+        PARTITIONS as usize,
+        "{stderr}"
+    );
+    // Nothing read twice: the same records, the same figures.
+    check_report(&second, &want, &setup.thresholds);
+    assert_eq!(second["accounting"], first["accounting"]);
+}
+
+#[test]
+fn corrupt_checkpoint_is_set_aside_and_totals_stay_exact() {
+    let cluster = Cluster::mock();
+    let setup = Setup::new(&cluster, "corrupt");
+    let input = setup.produce(20_000);
+    let want = Reference::compute(&input);
+    setup.run_to_end(&[]);
+    let dir = setup.checkpoints().join(setup.topic("in")).join("0");
+    let mut links: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("partition 0 checkpoints")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    links.sort();
+    let newest = links.last().expect("a checkpoint").clone();
+    let mut bytes = std::fs::read(&newest).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&newest, bytes).expect("corrupted");
+
+    let (report, stderr) = setup.run_to_end(&[]);
+    let name = newest.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(
+        stderr.contains("checksum mismatch") && stderr.contains(name),
+        "{stderr}"
+    );
+    check_report(&report, &want, &setup.thresholds);
+    assert!(Path::new(&format!("{}.corrupt", newest.display())).exists());
+}
+
+#[test]
+fn broker_outage_mid_run_neither_loses_nor_doubles_an_event() {
+    let cluster = Cluster::mock();
+    let setup = Setup::new(&cluster, "outage");
+    let input = setup.produce(40_000);
+    let want = Reference::compute(&input);
+    let report = setup.dir.path().join("outage-report.json");
+    let (mut child, assigned) = setup.spawn_run(&[
+        "--exit-when-idle",
+        "3s",
+        "--report",
+        report.to_str().expect("utf-8"),
+    ]);
+    assigned
+        .recv_timeout(Duration::from_secs(40))
+        .expect("assigned");
+    let Cluster::Mock(mock) = &cluster else {
+        unreachable!()
+    };
+    mock.broker_down(1).expect("broker down");
+    std::thread::sleep(Duration::from_secs(3));
+    mock.broker_up(1).expect("broker up");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run did not finish after the outage"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("JSON");
+    check_report(&report, &want, &setup.thresholds);
+    setup.check_alerts_topic(&report, &want);
+}
+
+#[test]
+fn rebalance_after_one_of_three_processes_dies_keeps_the_global_view_exact() {
+    let Some(cluster) = Cluster::real() else {
+        return;
+    };
+    let setup = Setup::new(&cluster, "rebalance");
+    let input = setup.produce(600_000);
+    let want = Reference::compute(&input);
+    // One member each; idle long enough to outlast the dead member's session.
+    let args = [
+        "--workers",
+        "1",
+        "--exit-when-idle",
+        "12s",
+        "--report",
+        "/dev/null",
+    ];
+    let mut processes: Vec<(Child, mpsc::Receiver<()>)> =
+        (0..3).map(|_| setup.spawn_run(&args)).collect();
+    let (victim, assigned) = processes.remove(0);
+    assigned
+        .recv_timeout(Duration::from_secs(40))
+        .expect("assigned");
+    std::thread::sleep(Duration::from_millis(300));
+    kill(victim);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for (mut child, _) in processes {
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                assert!(status.success());
+                break;
+            }
+            assert!(Instant::now() < deadline, "survivors did not finish");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let view = setup.global_view();
+    check_figures(&view, &want, &setup.thresholds);
+    let partitions = view["accounting"]["partitions"]
+        .as_array()
+        .expect("partitions");
+    assert_eq!(partitions.len(), PARTITIONS as usize);
+    setup.check_alerts_topic(&view, &want);
+}
+
+#[test]
+fn unreachable_broker_fails_at_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = gmv()
+        .current_dir(dir.path())
+        .env("GMV__KAFKA__CONNECT_TIMEOUT", "2s")
+        .args(["run", "--kafka", "127.0.0.1:9", "--progress", "never"])
+        .output()
+        .expect("gmv runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach Kafka at `127.0.0.1:9`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("kafka.brokers"), "{stderr}");
+}
+
+#[test]
+fn missing_topic_without_permission_to_create_is_named() {
+    let cluster = Cluster::mock();
+    let out = gmv()
+        .env("GMV__KAFKA__CREATE_TOPICS", "false")
+        .env("GMV__KAFKA__INPUT_TOPIC", "no-such-topic")
+        .args([
+            "run",
+            "--kafka",
+            &cluster.bootstrap(),
+            "--progress",
+            "never",
+        ])
+        .output()
+        .expect("gmv runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("topic `no-such-topic` does not exist"),
+        "{stderr}"
+    );
+    assert!(cluster.is_mock());
+}
