@@ -50,6 +50,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
     on_tick: Option<OnTick>,
     view: Arc<ProcessView>,
+    hold_open: Option<Arc<AtomicBool>>,
 ) -> Result<KafkaRun> {
     let config = loaded.config.kafka.clone();
     tracing::info!(
@@ -69,6 +70,7 @@ pub fn run(
         stop,
         on_tick,
         view,
+        hold_open,
     })
     .context("running on Kafka")?;
     Ok(KafkaRun {

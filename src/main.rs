@@ -307,7 +307,14 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                     .merge(kafka_overrides(args.kafka.as_deref(), &args.kafka_flags)),
             )?;
             let Some(input) = args.input else {
-                return process_kafka(&loaded, &args.engine, Output::ReportToStdout, false);
+                return process_kafka(
+                    &loaded,
+                    &args.engine,
+                    Output::ReportToStdout,
+                    false,
+                    None,
+                    None,
+                );
             };
             let hold_limit = loaded.settings.max_event_bytes.max(16 << 20) + 1;
             let source: Box<dyn Source> = if input.as_os_str() == "-" {
@@ -352,17 +359,45 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 loaded.config.kafka.exit_when_idle = Some(Duration::from_secs(3));
             }
             let producer_stop = Arc::new(AtomicBool::new(false));
+            // The run may not end as idle while the producer is still at it.
+            let producing = Arc::new(AtomicBool::new(true));
+            let view = Arc::new(gmv_kafka::publish::ProcessView::new(
+                loaded.settings.clone(),
+            ));
             let producer = {
                 let loaded = loaded.clone();
                 let stop = producer_stop.clone();
+                let producing = producing.clone();
+                let view = view.clone();
                 let rate = Some(args.rate).filter(|&r| r > 0);
                 std::thread::Builder::new()
                     .name("gmv-demo-producer".into())
-                    .spawn(move || kafka::generate(&loaded, synth, rate, stop, false))
+                    .spawn(move || {
+                        // The mock cluster keeps only ~5 MiB per partition:
+                        // produce once the group is consuming every partition.
+                        let partitions = loaded.config.kafka.partitions as usize;
+                        let deadline = Instant::now() + Duration::from_secs(30);
+                        while view.partitions() < partitions
+                            && Instant::now() < deadline
+                            && !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        let generated = kafka::generate(&loaded, synth, rate, stop, false);
+                        producing.store(false, std::sync::atomic::Ordering::SeqCst);
+                        generated
+                    })
                     .context("starting the demo producer")?
             };
             let linger = loaded.config.http.is_some() && !args.exit_when_done;
-            let code = process_kafka(&loaded, &args.engine, Output::Summary, linger);
+            let code = process_kafka(
+                &loaded,
+                &args.engine,
+                Output::Summary,
+                linger,
+                Some(producing),
+                Some(view),
+            );
             producer_stop.store(true, std::sync::atomic::Ordering::Relaxed);
             match producer.join() {
                 Ok(Ok(generated)) => tracing::info!(
@@ -413,6 +448,8 @@ fn process_kafka(
     flags: &EngineFlags,
     output: Output,
     linger: bool,
+    hold_open: Option<Arc<AtomicBool>>,
+    view: Option<Arc<gmv_kafka::publish::ProcessView>>,
 ) -> Result<ExitCode> {
     if loaded.config.kafka.brokers.is_empty() {
         return Err(config::ConfigProblems(vec![gmv_core::config::ConfigError::new(
@@ -421,9 +458,11 @@ fn process_kafka(
         )])
         .into());
     }
-    let view = Arc::new(gmv_kafka::publish::ProcessView::new(
-        loaded.settings.clone(),
-    ));
+    let view = view.unwrap_or_else(|| {
+        Arc::new(gmv_kafka::publish::ProcessView::new(
+            loaded.settings.clone(),
+        ))
+    });
     let mut live: Vec<Arc<dyn LiveSink>> = Vec::new();
     let alerts = flags.alerts.as_deref().map(AlertFile::create).transpose()?;
     if let Some(alerts) = &alerts {
@@ -449,7 +488,7 @@ fn process_kafka(
         Box::new(move |engine: &Engine, elapsed: Duration| line(engine, elapsed))
             as gmv_kafka::publish::OnTick
     });
-    let run = kafka::run(loaded, live, stop.clone(), on_tick, view)?;
+    let run = kafka::run(loaded, live, stop.clone(), on_tick, view, hold_open)?;
     if show_progress {
         eprintln!();
     }

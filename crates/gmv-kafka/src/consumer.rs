@@ -31,7 +31,7 @@ use gmv_core::{Engine, Settings};
 use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
@@ -411,8 +411,16 @@ impl Member {
             }
         }
         if commit.count() > 0 {
-            if let Err(error) = consumer.commit(&commit, mode) {
-                tracing::warn!(%error, "committing checkpointed offsets (the checkpoints stand; offsets are advisory)");
+            match consumer.commit(&commit, mode) {
+                Ok(()) => {}
+                // Expected while the group rebalances; the next commit (or
+                // the new owner's) carries the same durable offsets.
+                Err(RdKafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)) => {
+                    tracing::debug!("commit deferred: the group is rebalancing");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "committing checkpointed offsets (the checkpoints stand; offsets are advisory)")
+                }
             }
         }
     }

@@ -25,6 +25,7 @@ pub type OnTick = Box<dyn FnMut(&Engine, Duration) + Send>;
 /// the HTTP API's merchant look-ups and top lists).
 pub struct ProcessView {
     current: RwLock<Arc<Engine>>,
+    partitions: std::sync::atomic::AtomicUsize,
 }
 
 impl ProcessView {
@@ -32,7 +33,13 @@ impl ProcessView {
     pub fn new(settings: Settings) -> Self {
         Self {
             current: RwLock::new(Arc::new(Engine::new(settings))),
+            partitions: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Partitions this process owned at the last tick.
+    pub fn partitions(&self) -> usize {
+        self.partitions.load(Ordering::SeqCst)
     }
 
     /// The latest merged engine.
@@ -59,6 +66,9 @@ pub struct RunOptions {
     pub on_tick: Option<OnTick>,
     /// Where the merged view is kept for readers.
     pub view: Arc<ProcessView>,
+    /// While set, `kafka.exit_when_idle` may not end the run (an in-process
+    /// producer, as in `gmv demo`, is still producing).
+    pub hold_open: Option<Arc<AtomicBool>>,
 }
 
 /// Why a run ended.
@@ -91,6 +101,7 @@ pub fn run(options: RunOptions) -> Result<Outcome, KafkaError> {
         stop,
         mut on_tick,
         view,
+        hold_open,
     } = options;
     let members = members.max(1);
     wait_for_cluster(&config)?;
@@ -144,7 +155,8 @@ pub fn run(options: RunOptions) -> Result<Outcome, KafkaError> {
                 next_tick = Instant::now() + publish_interval;
             }
         }
-        if shared.config.exit_when_idle.is_some() && shared.all_idle() {
+        let held = hold_open.as_ref().is_some_and(|h| h.load(Ordering::SeqCst));
+        if shared.config.exit_when_idle.is_some() && !held && shared.all_idle() {
             cause = StopCause::Idle;
             stop.store(true, Ordering::SeqCst);
         }
@@ -275,6 +287,7 @@ impl Publisher {
             sink.snapshot(&snapshot);
         }
         *self.view.current.write() = Arc::new(merged);
+        self.view.partitions.store(slots.len(), Ordering::SeqCst);
     }
 
     fn publish_seconds(&mut self, slot: &Arc<Slot>) {
