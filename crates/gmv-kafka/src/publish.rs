@@ -321,8 +321,14 @@ impl Publisher {
     fn report(&self) -> Report {
         let merged = self.view.engine();
         let mut report = merged.report();
-        report.figures.accounting.partitions =
-            self.slots().iter().map(|s| accounting_of(s)).collect();
+        let slots = self.slots();
+        report.figures.accounting.partitions = slots.iter().map(|s| accounting_of(s)).collect();
+        // The merged view has no dedup set of its own: report the partitions'.
+        report.dedup.ids_held = slots.iter().map(|s| s.engine.dedup().len() as u64).sum();
+        report.dedup.bytes = slots
+            .iter()
+            .map(|s| s.engine.dedup().allocated_bytes() as u64)
+            .sum();
         report.latency_ms = self.shared.latency.percentiles();
         report
     }
