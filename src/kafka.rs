@@ -33,13 +33,42 @@ struct ProcessSource(Arc<ProcessView>);
 
 impl FeedSource for ProcessSource {
     fn top_merchants(&self, n: usize) -> Vec<TopMerchant> {
-        self.0.engine().top_merchants(n)
+        self.0.top_merchants(n)
     }
     fn merchant(&self, merchant_id: &str) -> Option<MerchantRecord> {
-        self.0.engine().merchant(merchant_id)
+        self.0.merchant(merchant_id).map(|m| MerchantRecord {
+            gmv_cny: gmv_core::money::format_fen(m.gmv),
+            mobile_gmv_cny: gmv_core::money::format_fen(m.mobile_gmv),
+            transactions: m.transactions,
+            merchant_id: m.merchant_id,
+        })
     }
     fn metrics(&self) -> Metrics {
-        self.0.engine().metrics()
+        let (dedup_ids, dedup_bytes) = self.0.dedup();
+        let mut metrics = self
+            .0
+            .snapshot()
+            .map(|s| snapshot_metrics(&s))
+            .unwrap_or_default();
+        metrics.dedup_ids = dedup_ids;
+        metrics.dedup_bytes = dedup_bytes;
+        metrics
+    }
+}
+
+/// `/metrics` figures from an assembled snapshot.
+fn snapshot_metrics(s: &Snapshot) -> Metrics {
+    let f = &s.figures;
+    Metrics {
+        consumed: f.accounting.consumed,
+        counted: f.accounting.counted,
+        rejected: f.rejected,
+        gmv_cny: f.gmv_cny.clone(),
+        mobile_gmv_cny: f.mobile_gmv_cny.clone(),
+        merchants: f.merchants,
+        peak_tps: f.peak_tps,
+        latency_ms: s.latency_ms.clone(),
+        ..Metrics::default()
     }
 }
 
@@ -127,19 +156,7 @@ impl FeedSource for GlobalSource {
         None
     }
     fn metrics(&self) -> Metrics {
-        let s = self.0.read();
-        let f = &s.figures;
-        Metrics {
-            consumed: f.accounting.consumed,
-            counted: f.accounting.counted,
-            rejected: f.rejected,
-            gmv_cny: f.gmv_cny.clone(),
-            mobile_gmv_cny: f.mobile_gmv_cny.clone(),
-            merchants: f.merchants,
-            peak_tps: f.peak_tps,
-            latency_ms: s.latency_ms.clone(),
-            ..Metrics::default()
-        }
+        snapshot_metrics(&self.0.read())
     }
 }
 

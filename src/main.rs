@@ -361,9 +361,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let producer_stop = Arc::new(AtomicBool::new(false));
             // The run may not end as idle while the producer is still at it.
             let producing = Arc::new(AtomicBool::new(true));
-            let view = Arc::new(gmv_kafka::publish::ProcessView::new(
-                loaded.settings.clone(),
-            ));
+            let view = Arc::new(gmv_kafka::publish::ProcessView::new());
             let producer = {
                 let loaded = loaded.clone();
                 let stop = producer_stop.clone();
@@ -458,11 +456,7 @@ fn process_kafka(
         )])
         .into());
     }
-    let view = view.unwrap_or_else(|| {
-        Arc::new(gmv_kafka::publish::ProcessView::new(
-            loaded.settings.clone(),
-        ))
-    });
+    let view = view.unwrap_or_default();
     let mut live: Vec<Arc<dyn LiveSink>> = Vec::new();
     let alerts = flags.alerts.as_deref().map(AlertFile::create).transpose()?;
     if let Some(alerts) = &alerts {
@@ -483,11 +477,7 @@ fn process_kafka(
         Progress::Never => false,
         Progress::Auto => io::stderr().is_terminal(),
     };
-    let on_tick = show_progress.then(|| {
-        let mut line = progress_line();
-        Box::new(move |engine: &Engine, elapsed: Duration| line(engine, elapsed))
-            as gmv_kafka::publish::OnTick
-    });
+    let on_tick = show_progress.then(kafka_progress_line);
     let run = kafka::run(loaded, live, stop.clone(), on_tick, view, hold_open)?;
     if show_progress {
         eprintln!();
@@ -662,6 +652,27 @@ fn progress_line() -> pipeline::OnTick<'static> {
             rate / 1e6,
             gmv_core::money::format_fen(summary.gmv),
             engine.rejected().total()
+        );
+    })
+}
+
+/// The progress line of a Kafka run, from each tick's merged snapshot.
+fn kafka_progress_line() -> gmv_kafka::publish::OnTick {
+    let mut last = Instant::now() - Duration::from_secs(1);
+    Box::new(move |snapshot, elapsed| {
+        if last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        last = Instant::now();
+        let a = &snapshot.figures.accounting;
+        let rate = a.consumed as f64 / elapsed.as_secs_f64().max(1e-9);
+        eprint!(
+            "\r{} records  {:.2}M/s  GMV CNY {}  rejected {}  partitions {}   ",
+            a.consumed,
+            rate / 1e6,
+            snapshot.figures.gmv_cny,
+            a.rejected,
+            a.partitions.len()
         );
     })
 }

@@ -7,9 +7,12 @@ use crate::checkpoint::CheckpointDir;
 use crate::config::KafkaConfig;
 use crate::consumer::{run_member, Shared, Slot};
 use crate::outputs::{ensure_topics, topic_partitions, wait_for_cluster, Outputs};
+use crate::view::GlobalView;
 use crate::wire::{PartitionSnapshot, SecondCounts};
 use crate::KafkaError;
-use gmv_core::output::{Accounting, PartitionAccounting, Report};
+use gmv_core::aggregate::MerchantFigures;
+use gmv_core::engine::top_merchant;
+use gmv_core::output::{Accounting, PartitionAccounting, Report, Snapshot, TopMerchant};
 use gmv_core::sink::LiveSink;
 use gmv_core::{Engine, Settings};
 use parking_lot::RwLock;
@@ -18,33 +21,75 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Called after each publish tick with the merged view and the time since start.
-pub type OnTick = Box<dyn FnMut(&Engine, Duration) + Send>;
+/// Called after each publish tick with the process's snapshot and the time
+/// since start.
+pub type OnTick = Box<dyn FnMut(&Snapshot, Duration) + Send>;
 
-/// The process's merged view of its partitions, refreshed every tick (for
-/// the HTTP API's merchant look-ups and top lists).
+/// The process's view of the partitions it owns, for the HTTP API: the
+/// latest merged snapshot, and the partitions' engines for look-ups (each
+/// merchant lives in one partition).
 pub struct ProcessView {
-    current: RwLock<Arc<Engine>>,
-    partitions: std::sync::atomic::AtomicUsize,
+    slots: RwLock<Vec<Arc<Slot>>>,
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+}
+
+impl Default for ProcessView {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ProcessView {
     /// An empty view.
-    pub fn new(settings: Settings) -> Self {
+    pub fn new() -> Self {
         Self {
-            current: RwLock::new(Arc::new(Engine::new(settings))),
-            partitions: std::sync::atomic::AtomicUsize::new(0),
+            slots: RwLock::new(Vec::new()),
+            snapshot: RwLock::new(None),
         }
     }
 
     /// Partitions this process owned at the last tick.
     pub fn partitions(&self) -> usize {
-        self.partitions.load(Ordering::SeqCst)
+        self.slots.read().len()
     }
 
-    /// The latest merged engine.
-    pub fn engine(&self) -> Arc<Engine> {
-        self.current.read().clone()
+    /// The latest merged snapshot.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.read().clone()
+    }
+
+    /// The `n` biggest merchants over every owned partition.
+    pub fn top_merchants(&self, n: usize) -> Vec<TopMerchant> {
+        let mut top: Vec<MerchantFigures> = self
+            .slots
+            .read()
+            .iter()
+            .flat_map(|s| s.engine.aggregator().summary(n).top)
+            .collect();
+        top.sort_unstable_by(|a, b| {
+            b.gmv
+                .cmp(&a.gmv)
+                .then_with(|| a.merchant_id.cmp(&b.merchant_id))
+        });
+        top.iter().take(n).map(top_merchant).collect()
+    }
+
+    /// One merchant's figures, from the partition that holds it.
+    pub fn merchant(&self, merchant_id: &str) -> Option<MerchantFigures> {
+        self.slots
+            .read()
+            .iter()
+            .find_map(|s| s.engine.aggregator().merchant(merchant_id))
+    }
+
+    /// Redelivery ids held and their bytes, over every owned partition.
+    pub fn dedup(&self) -> (u64, u64) {
+        self.slots.read().iter().fold((0, 0), |(ids, bytes), s| {
+            (
+                ids + s.engine.dedup().len() as u64,
+                bytes + s.engine.dedup().allocated_bytes() as u64,
+            )
+        })
     }
 }
 
@@ -148,7 +193,9 @@ pub fn run(options: RunOptions) -> Result<Outcome, KafkaError> {
         if Instant::now() >= next_tick {
             publisher.tick();
             if let Some(on_tick) = on_tick.as_mut() {
-                on_tick(&publisher.view.engine(), started.elapsed());
+                if let Some(snapshot) = publisher.view.snapshot() {
+                    on_tick(&snapshot, started.elapsed());
+                }
             }
             next_tick += publish_interval;
             if next_tick < Instant::now() {
@@ -170,8 +217,8 @@ pub fn run(options: RunOptions) -> Result<Outcome, KafkaError> {
     }
     let elapsed = started.elapsed();
     publisher.tick();
-    if let Some(on_tick) = on_tick.as_mut() {
-        on_tick(&publisher.view.engine(), elapsed);
+    if let (Some(on_tick), Some(snapshot)) = (on_tick.as_mut(), publisher.view.snapshot()) {
+        on_tick(&snapshot, elapsed);
     }
     shared.outputs.flush(shared.config.connect_timeout)?;
     let deliveries = shared.outputs.deliveries();
@@ -204,6 +251,8 @@ struct Publisher {
     published_seconds: HashMap<(i32, usize), Vec<u32>>,
     /// Alerts already handed to the local sinks.
     announced_live: HashSet<(String, u64)>,
+    /// Per slot (by address), crossings already looked at.
+    crossing_cursors: HashMap<usize, usize>,
     timestamps: Vec<i64>,
 }
 
@@ -222,6 +271,7 @@ impl Publisher {
             view,
             published_seconds: HashMap::new(),
             announced_live: HashSet::new(),
+            crossing_cursors: HashMap::new(),
             timestamps: Vec::new(),
         }
     }
@@ -230,19 +280,19 @@ impl Publisher {
         self.shared.registry.lock().values().cloned().collect()
     }
 
+    /// Publishes each partition's snapshot and changed seconds, and hands
+    /// the merged snapshot and new alerts to local sinks. Nothing here copies
+    /// every merchant: each partition is summarised once and the merge works
+    /// on those summaries (as a `gmv serve --from-kafka` reader would).
     fn tick(&mut self) {
         self.seq += 1;
         let slots = self.slots();
-        let merged = Engine::new(self.shared.settings.clone());
+        let mut merged = GlobalView::default();
         let mut starts = std::mem::take(&mut self.timestamps);
         for slot in &slots {
             // Timestamps first, then the snapshot: a record counted between
             // the two is reported late, never early.
             starts.append(&mut slot.pending_timestamps.lock());
-            let state = slot.engine.export();
-            if let Err(error) = merged.absorb(&state) {
-                tracing::error!(%error, "merging a partition into the process view");
-            }
             let mut snapshot = slot.engine.snapshot(self.seq, self.interval_ms);
             snapshot.figures.accounting.partitions =
                 vec![accounting(slot, &snapshot.figures.accounting)];
@@ -261,51 +311,73 @@ impl Publisher {
                     .snapshot(&PartitionSnapshot::key(&slot.topic, slot.partition), &json),
                 Err(error) => tracing::error!(%error, "serialising a partition snapshot"),
             }
-            self.publish_seconds(slot);
+            merged.insert_partition(record);
+            for minute in self.publish_seconds(slot) {
+                merged.insert_seconds(&minute);
+            }
+            self.announce_live(slot);
         }
         let now = chrono::Utc::now().timestamp_millis();
         self.shared.latency.record_all_since(&starts, now);
         starts.clear();
         self.timestamps = starts;
 
-        let mut snapshot = merged.snapshot(self.seq, self.interval_ms);
-        snapshot.figures.accounting.partitions = slots.iter().map(|s| accounting_of(s)).collect();
+        let mut snapshot = merged.assemble(&self.shared.settings, self.seq);
         snapshot.latency_ms = self.shared.latency.percentiles();
         let snapshot = Arc::new(snapshot);
-        for alert in merged.aggregator().crossings() {
+        for sink in &self.live {
+            sink.snapshot(&snapshot);
+        }
+        *self.view.snapshot.write() = Some(snapshot);
+        *self.view.slots.write() = slots;
+    }
+
+    /// Hands a partition's new crossings to the local sinks.
+    fn announce_live(&mut self, slot: &Arc<Slot>) {
+        let cursor = self
+            .crossing_cursors
+            .entry(Arc::as_ptr(slot) as usize)
+            .or_default();
+        let aggregator = slot.engine.aggregator();
+        if aggregator.crossing_count() <= *cursor {
+            return;
+        }
+        for crossing in aggregator.crossings_since(*cursor) {
+            *cursor += 1;
             if self
                 .announced_live
-                .insert((alert.merchant_id.clone(), alert.threshold))
+                .insert((crossing.merchant_id.clone(), crossing.threshold))
             {
-                let record = merged.alert_record(&alert);
+                let record = slot.engine.alert_record(&crossing);
                 for sink in &self.live {
                     sink.alert(&record);
                 }
             }
         }
-        for sink in &self.live {
-            sink.snapshot(&snapshot);
-        }
-        *self.view.current.write() = Arc::new(merged);
-        self.view.partitions.store(slots.len(), Ordering::SeqCst);
     }
 
-    fn publish_seconds(&mut self, slot: &Arc<Slot>) {
+    /// Publishes the minutes whose per-second counts changed; returns every
+    /// non-empty minute (for the merged view).
+    fn publish_seconds(&mut self, slot: &Arc<Slot>) -> Vec<SecondCounts> {
         let counts = slot.engine.aggregator().per_second();
         let key = (slot.partition, Arc::as_ptr(slot) as usize);
         let last = self
             .published_seconds
             .entry(key)
             .or_insert_with(|| vec![0; counts.len()]);
+        let mut minutes = Vec::new();
         for (minute, (now, before)) in counts.chunks(60).zip(last.chunks(60)).enumerate() {
+            if now.iter().all(|&n| n == 0) {
+                continue;
+            }
+            let record = SecondCounts {
+                kind: "seconds".into(),
+                topic: slot.topic.clone(),
+                partition: slot.partition,
+                minute: minute as u32,
+                counts: now.to_vec(),
+            };
             if now != before {
-                let record = SecondCounts {
-                    kind: "seconds".into(),
-                    topic: slot.topic.clone(),
-                    partition: slot.partition,
-                    minute: minute as u32,
-                    counts: now.to_vec(),
-                };
                 if let Ok(json) = serde_json::to_vec(&record) {
                     self.shared.outputs.snapshot(
                         &SecondCounts::key(&slot.topic, slot.partition, minute as u32),
@@ -313,17 +385,25 @@ impl Publisher {
                     );
                 }
             }
+            minutes.push(record);
         }
         *last = counts;
+        minutes
     }
 
-    /// The report over every partition this process holds now.
+    /// The report over every partition this process holds now: the one
+    /// place that merges every merchant (the run has stopped).
     fn report(&self) -> Report {
-        let merged = self.view.engine();
-        let mut report = merged.report();
         let slots = self.slots();
+        let merged = Engine::new(self.shared.settings.clone());
+        for slot in &slots {
+            if let Err(error) = merged.absorb(&slot.engine.export()) {
+                tracing::error!(%error, "merging a partition into the report");
+            }
+        }
+        let mut report = merged.report();
         report.figures.accounting.partitions = slots.iter().map(|s| accounting_of(s)).collect();
-        // The merged view has no dedup set of its own: report the partitions'.
+        // The merged engine has no dedup set of its own: report the partitions'.
         report.dedup.ids_held = slots.iter().map(|s| s.engine.dedup().len() as u64).sum();
         report.dedup.bytes = slots
             .iter()

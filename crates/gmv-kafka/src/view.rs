@@ -40,38 +40,39 @@ impl GlobalView {
             return false;
         };
         match value.get("kind").and_then(|k| k.as_str()) {
-            Some("partition") => match serde_json::from_value::<PartitionSnapshot>(value) {
-                Ok(p) => {
-                    let key = (p.topic.clone(), p.partition);
-                    // Keep the furthest state: an old owner's late record
-                    // must not roll a partition back.
-                    let newer = self
-                        .partitions
-                        .get(&key)
-                        .is_none_or(|old| next_offset(&p) >= next_offset(old));
-                    if newer {
-                        self.partitions.insert(key, p);
-                    }
-                    true
-                }
-                Err(_) => false,
-            },
-            Some("seconds") => match serde_json::from_value::<SecondCounts>(value) {
-                Ok(s) => {
-                    let key = (s.topic.clone(), s.partition, s.minute);
-                    let entry = self.seconds.entry(key).or_default();
-                    // Counts only grow; take the larger of each second.
-                    if entry.len() < s.counts.len() {
-                        entry.resize(s.counts.len(), 0);
-                    }
-                    for (have, new) in entry.iter_mut().zip(&s.counts) {
-                        *have = (*have).max(*new);
-                    }
-                    true
-                }
-                Err(_) => false,
-            },
+            Some("partition") => serde_json::from_value::<PartitionSnapshot>(value)
+                .map(|p| self.insert_partition(p))
+                .is_ok(),
+            Some("seconds") => serde_json::from_value::<SecondCounts>(value)
+                .map(|s| self.insert_seconds(&s))
+                .is_ok(),
             _ => false,
+        }
+    }
+
+    /// Folds in a partition's snapshot, keeping the furthest one: an old
+    /// owner's late record must not roll a partition back.
+    pub fn insert_partition(&mut self, p: PartitionSnapshot) {
+        let key = (p.topic.clone(), p.partition);
+        let newer = self
+            .partitions
+            .get(&key)
+            .is_none_or(|old| next_offset(&p) >= next_offset(old));
+        if newer {
+            self.partitions.insert(key, p);
+        }
+    }
+
+    /// Folds in a minute of per-second counts (counts only grow: the larger
+    /// of each second wins).
+    pub fn insert_seconds(&mut self, s: &SecondCounts) {
+        let key = (s.topic.clone(), s.partition, s.minute);
+        let entry = self.seconds.entry(key).or_default();
+        if entry.len() < s.counts.len() {
+            entry.resize(s.counts.len(), 0);
+        }
+        for (have, new) in entry.iter_mut().zip(&s.counts) {
+            *have = (*have).max(*new);
         }
     }
 
