@@ -78,6 +78,9 @@ pub struct Shared {
     pub stop: Arc<AtomicBool>,
     /// Production → snapshot latency of this process.
     pub latency: Latency,
+    /// Production → processed latency (the part before the snapshot), to
+    /// tell where the time goes.
+    pub processed_latency: Latency,
     /// One flag per member: everything it owns is at the log's end and has
     /// been for `exit_when_idle`.
     pub idle: Vec<AtomicBool>,
@@ -104,6 +107,7 @@ impl Shared {
             registry: Mutex::new(BTreeMap::new()),
             stop,
             latency: Latency::new(),
+            processed_latency: Latency::new(),
             idle: (0..members).map(|_| AtomicBool::new(false)).collect(),
             drained: AtomicUsize::new(0),
             failure: Mutex::new(None),
@@ -458,7 +462,7 @@ impl Member {
             // Records of a partition revoked meanwhile are its next owner's.
             if let Some(task) = tasks.get_mut(&partition) {
                 let run = task.skip_to_expected(consumer, &batch[start..end]);
-                task.process(run, outputs);
+                task.process(run, outputs, &self.shared.processed_latency);
             }
             start = end;
         }
@@ -525,7 +529,7 @@ impl Task {
         &run[..at]
     }
 
-    fn process(&mut self, run: &[BorrowedMessage<'_>], outputs: &Outputs) {
+    fn process(&mut self, run: &[BorrowedMessage<'_>], outputs: &Outputs, processed: &Latency) {
         let slot = &self.slot;
         let mut next = slot.next_offset.load(Ordering::Relaxed);
         let mut first = slot.first_offset.load(Ordering::Relaxed);
@@ -551,6 +555,7 @@ impl Task {
         slot.first_offset.store(first, Ordering::SeqCst);
         slot.next_offset.store(next, Ordering::SeqCst);
         if !self.timestamps.is_empty() {
+            processed.record_all_since(&self.timestamps, chrono::Utc::now().timestamp_millis());
             slot.pending_timestamps.lock().append(&mut self.timestamps);
         }
         let crossings = slot.engine.aggregator().crossing_count();

@@ -221,6 +221,17 @@ pub fn run(options: RunOptions) -> Result<Outcome, KafkaError> {
         on_tick(&snapshot, elapsed);
     }
     shared.outputs.flush(shared.config.connect_timeout)?;
+    let (to_processed, to_snapshot) = (
+        shared.processed_latency.percentiles(),
+        shared.latency.percentiles(),
+    );
+    tracing::info!(
+        processed_p50_ms = to_processed.p50,
+        processed_p99_ms = to_processed.p99,
+        snapshot_p50_ms = to_snapshot.p50,
+        snapshot_p99_ms = to_snapshot.p99,
+        "latency from the producer's timestamp"
+    );
     let deliveries = shared.outputs.deliveries();
     tracing::info!(
         alerts = deliveries.alerts_delivered.load(Ordering::SeqCst),
