@@ -800,11 +800,13 @@ fn generate(args: &GenerateArgs, config_file: Option<&Path>) -> Result<ExitCode>
         )?;
         let seconds = generated.elapsed.as_secs_f64().max(1e-9);
         eprintln!(
-            "gmv: produced {} records to {} ({} failed) in {seconds:.2}s, {:.0} records/s",
+            "gmv: produced {} records to {} ({} failed) in {seconds:.2}s, {:.0} records/s; produce→ack p50 {} ms, p99 {} ms",
             generated.delivered,
             loaded.config.kafka.input_topic,
             generated.failed,
-            generated.delivered as f64 / seconds
+            generated.delivered as f64 / seconds,
+            generated.ack_p50_ms,
+            generated.ack_p99_ms
         );
         return Ok(if generated.failed == 0 {
             ExitCode::SUCCESS

@@ -6,8 +6,11 @@ use crate::config::KafkaConfig;
 use crate::outputs::{client_config, ensure_topics, wait_for_cluster};
 use crate::KafkaError;
 use gmv_synth::{Generator, SynthConfig};
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,12 +42,30 @@ pub struct Generated {
     pub failed: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// Time from each record's timestamp (the produce call) to its
+    /// acknowledgement: median, ms.
+    pub ack_p50_ms: f64,
+    /// The same, 99th percentile.
+    pub ack_p99_ms: f64,
 }
 
-#[derive(Default)]
 struct Counting {
     delivered: AtomicU64,
     failed: AtomicU64,
+    /// Produce call → acknowledgement, ms.
+    ack_ms: Mutex<Histogram<u64>>,
+}
+
+impl Default for Counting {
+    fn default() -> Self {
+        Self {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            ack_ms: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000, 3).expect("static histogram bounds"),
+            ),
+        }
+    }
 }
 
 impl ClientContext for Counting {}
@@ -53,9 +74,18 @@ impl ProducerContext for Counting {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
-        };
+            Ok(message) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some(at) = message.timestamp().to_millis() {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    let waited = u64::try_from(now.saturating_sub(at)).unwrap_or(0);
+                    let _ = self.ack_ms.lock().record(waited.max(1));
+                }
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -139,9 +169,12 @@ pub fn produce(options: GenerateOptions) -> Result<Generated, KafkaError> {
         progress(sent, total);
     }
     let context = producer.context();
+    let ack = context.ack_ms.lock();
     Ok(Generated {
         delivered: context.delivered.load(Ordering::Relaxed),
         failed: context.failed.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
+        ack_p50_ms: ack.value_at_quantile(0.5) as f64,
+        ack_p99_ms: ack.value_at_quantile(0.99) as f64,
     })
 }
