@@ -415,20 +415,26 @@ fn execute(cli: Cli) -> Result<ExitCode> {
 
 /// Kafka flags as configuration overrides.
 fn kafka_overrides(brokers: Option<&str>, flags: &KafkaFlags) -> Figment {
-    let mut figment = Figment::new();
-    if let Some(brokers) = brokers {
-        figment = figment.merge(Serialized::default("kafka.brokers", brokers));
+    let figment = set_if(Figment::new(), "kafka.brokers", brokers);
+    let figment = set_if(figment, "kafka.group_id", flags.group.as_ref());
+    let figment = set_if(
+        figment,
+        "kafka.checkpoint.dir",
+        flags.checkpoint_dir.as_ref(),
+    );
+    set_if(
+        figment,
+        "kafka.exit_when_idle",
+        flags.exit_when_idle.as_ref(),
+    )
+}
+
+/// Layers `key = value` over `figment` when a flag gave a value.
+fn set_if<T: serde::Serialize>(figment: Figment, key: &str, value: Option<T>) -> Figment {
+    match value {
+        Some(value) => figment.merge(Serialized::default(key, value)),
+        None => figment,
     }
-    if let Some(group) = &flags.group {
-        figment = figment.merge(Serialized::default("kafka.group_id", group));
-    }
-    if let Some(dir) = &flags.checkpoint_dir {
-        figment = figment.merge(Serialized::default("kafka.checkpoint.dir", dir));
-    }
-    if let Some(idle) = &flags.exit_when_idle {
-        figment = figment.merge(Serialized::default("kafka.exit_when_idle", idle));
-    }
-    figment
 }
 
 /// SIGINT/SIGTERM set the returned flag.
@@ -532,20 +538,10 @@ fn emit_report(
 
 /// CLI flags as the top configuration layer.
 fn overrides(flags: &EngineFlags) -> Figment {
-    let mut figment = Figment::new();
-    if let Some(workers) = flags.workers {
-        figment = figment.merge(Serialized::default("engine.workers", workers));
-    }
-    if let Some(interval) = &flags.publish_interval {
-        figment = figment.merge(Serialized::default("publish.interval", interval));
-    }
-    if let Some(path) = &flags.dead_letter {
-        figment = figment.merge(Serialized::default("dead_letter.path", path));
-    }
-    if let Some(addr) = &flags.http {
-        figment = figment.merge(Serialized::default("http.bind", addr));
-    }
-    figment
+    let figment = set_if(Figment::new(), "engine.workers", flags.workers);
+    let figment = set_if(figment, "publish.interval", flags.publish_interval.as_ref());
+    let figment = set_if(figment, "dead_letter.path", flags.dead_letter.as_ref());
+    set_if(figment, "http.bind", flags.http.as_ref())
 }
 
 #[derive(Clone, Copy)]

@@ -307,15 +307,19 @@ pub fn read_announced(config: &KafkaConfig) -> Result<HashSet<(String, String)>,
     Ok(found)
 }
 
+/// A client for metadata requests only.
+fn metadata_client(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
+    client_config(&config.brokers)
+        .create()
+        .map_err(|source| KafkaError::Client {
+            what: "creating a metadata client",
+            source,
+        })
+}
+
 /// Waits until the cluster answers (metadata), up to `config.connect_timeout`.
 pub fn wait_for_cluster(config: &KafkaConfig) -> Result<(), KafkaError> {
-    let consumer: BaseConsumer =
-        client_config(&config.brokers)
-            .create()
-            .map_err(|source| KafkaError::Client {
-                what: "creating a metadata client",
-                source,
-            })?;
+    let consumer = metadata_client(config)?;
     consumer
         .fetch_metadata(None, config.connect_timeout)
         .map(|_| ())
@@ -328,13 +332,7 @@ pub fn wait_for_cluster(config: &KafkaConfig) -> Result<(), KafkaError> {
 
 /// Partitions of `topic`, or `None` if the cluster does not have it.
 pub fn topic_partitions(config: &KafkaConfig, topic: &str) -> Result<Option<usize>, KafkaError> {
-    let consumer: BaseConsumer =
-        client_config(&config.brokers)
-            .create()
-            .map_err(|source| KafkaError::Client {
-                what: "creating a metadata client",
-                source,
-            })?;
+    let consumer = metadata_client(config)?;
     let metadata = consumer
         .fetch_metadata(Some(topic), config.connect_timeout)
         .map_err(|source| KafkaError::Client {
