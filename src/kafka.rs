@@ -7,8 +7,9 @@ use crate::config::Loaded;
 use anyhow::{Context, Result};
 use gmv_core::output::{AlertRecord, MerchantRecord, Snapshot, TopMerchant};
 use gmv_core::sink::LiveSink;
-use gmv_kafka::publish::{OnTick, ProcessView, RunOptions, StopCause};
-use gmv_kafka::view::{poll_into, reader, GlobalView};
+use gmv_kafka::outputs::reader;
+use gmv_kafka::publish::{OnTick, Outcome, ProcessView, RunOptions};
+use gmv_kafka::view::{poll_into, GlobalView};
 use gmv_serve::{FeedSource, Metrics};
 use gmv_synth::SynthConfig;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,16 +18,6 @@ use rdkafka::message::Message;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What a Kafka run produced.
-pub struct KafkaRun {
-    /// The report over the partitions this process held at the end.
-    pub report: gmv_core::output::Report,
-    /// Why it ended.
-    pub cause: StopCause,
-    /// Wall time.
-    pub elapsed: Duration,
-}
 
 /// The HTTP API over the process's merged partitions.
 struct ProcessSource(Arc<ProcessView>);
@@ -80,7 +71,7 @@ pub fn run(
     on_tick: Option<OnTick>,
     view: Arc<ProcessView>,
     hold_open: Option<Arc<AtomicBool>>,
-) -> Result<KafkaRun> {
+) -> Result<Outcome> {
     let config = loaded.config.kafka.clone();
     tracing::info!(
         brokers = %config.brokers,
@@ -90,7 +81,7 @@ pub fn run(
         checkpoints = %config.checkpoint.dir.display(),
         "consuming"
     );
-    let outcome = gmv_kafka::publish::run(RunOptions {
+    gmv_kafka::publish::run(RunOptions {
         settings: loaded.settings.clone(),
         config,
         members: loaded.settings.workers,
@@ -101,12 +92,7 @@ pub fn run(
         view,
         hold_open,
     })
-    .context("running on Kafka")?;
-    Ok(KafkaRun {
-        report: outcome.report,
-        cause: outcome.cause,
-        elapsed: outcome.elapsed,
-    })
+    .context("running on Kafka")
 }
 
 /// The HTTP source for a Kafka run.

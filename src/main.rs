@@ -463,34 +463,10 @@ fn process_kafka(
         .into());
     }
     let view = view.unwrap_or_default();
-    let mut live: Vec<Arc<dyn LiveSink>> = Vec::new();
-    let alerts = flags.alerts.as_deref().map(AlertFile::create).transpose()?;
-    if let Some(alerts) = &alerts {
-        live.push(alerts.clone());
-    }
-    let http = loaded
-        .config
-        .http
-        .as_ref()
-        .map(|config| http::Server::start(config, kafka::process_source(&view)))
-        .transpose()?;
-    if let Some(server) = &http {
-        live.push(server.feed());
-    }
-    let stop = stop_on_signals()?;
-    let show_progress = match flags.progress {
-        Progress::Always => true,
-        Progress::Never => false,
-        Progress::Auto => io::stderr().is_terminal(),
-    };
-    let on_tick = show_progress.then(kafka_progress_line);
-    let run = kafka::run(loaded, live, stop.clone(), on_tick, view, hold_open)?;
-    if show_progress {
-        eprintln!();
-    }
-    if let Some(alerts) = &alerts {
-        alerts.finish().context("writing alerts")?;
-    }
+    let mut local = LocalOutputs::open(loaded, flags, kafka::process_source(&view))?;
+    let on_tick = local.show_progress.then(kafka_progress_line);
+    let live = std::mem::take(&mut local.live);
+    let run = kafka::run(loaded, live, local.stop.clone(), on_tick, view, hold_open)?;
     let report = run.report;
     let seconds = run.elapsed.as_secs_f64().max(1e-9);
     tracing::info!(
@@ -500,40 +476,97 @@ fn process_kafka(
         events_per_second = (report.figures.accounting.consumed as f64 / seconds) as u64,
         "done"
     );
-    emit_report(&report, flags, output, run.elapsed)?;
     let completed = run.cause == gmv_kafka::publish::StopCause::Idle;
-    if let Some(server) = http {
-        if linger && completed {
-            tracing::info!(url = %server.url(), "the stream has ended; still serving the scoreboard (Ctrl-C to stop)");
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        server.stop()?;
-    }
+    local.finish(&report, flags, output, run.elapsed, linger && completed)?;
     // A Kafka run has no end of input: a signal is its normal way to stop.
     Ok(ExitCode::SUCCESS)
 }
 
-fn emit_report(
-    report: &Report,
-    flags: &EngineFlags,
-    output: Output,
-    elapsed: Duration,
-) -> Result<()> {
-    match (&flags.report, output) {
-        (Some(path), _) => write_report(report, path)?,
-        (None, Output::ReportToStdout) => {
-            let mut out = io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, report).context("writing the report")?;
-            writeln!(out)?;
+/// What a run writes locally besides the engine: the alert file, the HTTP
+/// feed, the progress line, and the signal flag that stops it.
+struct LocalOutputs {
+    /// Sinks for the publisher (taken by the run).
+    live: Vec<Arc<dyn LiveSink>>,
+    alerts: Option<Arc<AlertFile>>,
+    http: Option<http::Server>,
+    stop: Arc<AtomicBool>,
+    show_progress: bool,
+}
+
+impl LocalOutputs {
+    /// Opens the alert file and starts the HTTP feed over `source`, per flags
+    /// and config; installs the signal handlers.
+    fn open(
+        loaded: &Loaded,
+        flags: &EngineFlags,
+        source: Arc<dyn gmv_serve::FeedSource>,
+    ) -> Result<Self> {
+        let mut live: Vec<Arc<dyn LiveSink>> = Vec::new();
+        let alerts = flags.alerts.as_deref().map(AlertFile::create).transpose()?;
+        if let Some(alerts) = &alerts {
+            live.push(alerts.clone());
         }
-        (None, Output::Summary) => {}
+        let http = loaded
+            .config
+            .http
+            .as_ref()
+            .map(|config| http::Server::start(config, source))
+            .transpose()?;
+        if let Some(server) = &http {
+            live.push(server.feed());
+        }
+        Ok(Self {
+            live,
+            alerts,
+            http,
+            stop: stop_on_signals()?,
+            show_progress: match flags.progress {
+                Progress::Always => true,
+                Progress::Never => false,
+                Progress::Auto => io::stderr().is_terminal(),
+            },
+        })
     }
-    if matches!(output, Output::Summary) {
-        print!("{}", summary(report, elapsed));
+
+    /// Ends the progress line, closes the alert file, writes the report (or
+    /// summary), and with `linger` keeps serving HTTP until a signal.
+    fn finish(
+        self,
+        report: &Report,
+        flags: &EngineFlags,
+        output: Output,
+        elapsed: Duration,
+        linger: bool,
+    ) -> Result<()> {
+        if self.show_progress {
+            eprintln!();
+        }
+        if let Some(alerts) = &self.alerts {
+            alerts.finish().context("writing alerts")?;
+        }
+        match (&flags.report, output) {
+            (Some(path), _) => write_report(report, path)?,
+            (None, Output::ReportToStdout) => {
+                let mut out = io::stdout().lock();
+                serde_json::to_writer_pretty(&mut out, report).context("writing the report")?;
+                writeln!(out)?;
+            }
+            (None, Output::Summary) => {}
+        }
+        if matches!(output, Output::Summary) {
+            print!("{}", summary(report, elapsed));
+        }
+        if let Some(server) = self.http {
+            if linger {
+                tracing::info!(url = %server.url(), "the stream has ended; still serving the scoreboard (Ctrl-C to stop)");
+                while !self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            server.stop()?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// CLI flags as the top configuration layer.
@@ -560,26 +593,7 @@ fn process(
 ) -> Result<ExitCode> {
     let engine = Arc::new(Engine::new(loaded.settings.clone()));
     let dead_letters = DeadLetterFile::open(&loaded.config.dead_letter.path)?;
-    let mut live: Vec<Arc<dyn LiveSink>> = Vec::new();
-    let alerts = flags.alerts.as_deref().map(AlertFile::create).transpose()?;
-    if let Some(alerts) = &alerts {
-        live.push(alerts.clone());
-    }
-    let http = loaded
-        .config
-        .http
-        .as_ref()
-        .map(|config| http::Server::start(config, engine.clone()))
-        .transpose()?;
-    if let Some(server) = &http {
-        live.push(server.feed());
-    }
-    let stop = stop_on_signals()?;
-    let show_progress = match flags.progress {
-        Progress::Always => true,
-        Progress::Never => false,
-        Progress::Auto => io::stderr().is_terminal(),
-    };
+    let mut local = LocalOutputs::open(loaded, flags, engine.clone())?;
     let workers = loaded.settings.workers;
     tracing::info!(workers, dead_letters = %dead_letters.path().display(), "processing");
     let outcome = pipeline::run(
@@ -588,19 +602,13 @@ fn process(
         PipelineOptions {
             workers,
             dead_letters: &dead_letters,
-            live,
+            live: std::mem::take(&mut local.live),
             publish_interval: loaded.config.publish.interval,
-            stop: stop.clone(),
-            on_tick: show_progress.then(|| progress_line()),
+            stop: local.stop.clone(),
+            on_tick: local.show_progress.then(|| progress_line()),
         },
     )
     .context("processing")?;
-    if show_progress {
-        eprintln!();
-    }
-    if let Some(alerts) = &alerts {
-        alerts.finish().context("writing alerts")?;
-    }
     let report = engine.report();
     let seconds = outcome.elapsed.as_secs_f64().max(1e-9);
     tracing::info!(
@@ -612,16 +620,13 @@ fn process(
         events_per_second = (report.figures.accounting.consumed as f64 / seconds) as u64,
         "done"
     );
-    emit_report(&report, flags, output, outcome.elapsed)?;
-    if let Some(server) = http {
-        if linger && outcome.completed {
-            tracing::info!(url = %server.url(), "the stream has ended; still serving the scoreboard (Ctrl-C to stop)");
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        server.stop()?;
-    }
+    local.finish(
+        &report,
+        flags,
+        output,
+        outcome.elapsed,
+        linger && outcome.completed,
+    )?;
     if outcome.completed {
         Ok(ExitCode::SUCCESS)
     } else {
@@ -632,43 +637,70 @@ fn process(
     }
 }
 
-/// A progress printer for the publisher's ticks: at most once a second.
-fn progress_line() -> pipeline::OnTick<'static> {
-    let mut last = Instant::now() - Duration::from_secs(1);
-    Box::new(move |engine, elapsed| {
-        if last.elapsed() < Duration::from_secs(1) {
-            return;
+/// Prints the progress line at most once a second.
+struct ProgressLine {
+    last: Instant,
+}
+
+impl ProgressLine {
+    fn new() -> Self {
+        Self {
+            last: Instant::now() - Duration::from_secs(1),
         }
-        last = Instant::now();
-        let consumed = engine.consumed();
-        let summary = engine.aggregator().summary(0);
+    }
+
+    /// Whether a second has passed since the last line (and the caller
+    /// should read its figures and print).
+    fn due(&mut self) -> bool {
+        let due = self.last.elapsed() >= Duration::from_secs(1);
+        if due {
+            self.last = Instant::now();
+        }
+        due
+    }
+
+    fn print(consumed: u64, gmv_cny: &str, rejected: u64, elapsed: Duration, extra: &str) {
         let rate = consumed as f64 / elapsed.as_secs_f64().max(1e-9);
         eprint!(
-            "\r{consumed} records  {:.2}M/s  GMV CNY {}  rejected {}   ",
-            rate / 1e6,
-            gmv_core::money::format_fen(summary.gmv),
-            engine.rejected().total()
+            "\r{consumed} records  {:.2}M/s  GMV CNY {gmv_cny}  rejected {rejected}{extra}   ",
+            rate / 1e6
+        );
+    }
+}
+
+/// The progress line of a file run, from the engine at each tick.
+fn progress_line() -> pipeline::OnTick<'static> {
+    let mut line = ProgressLine::new();
+    Box::new(move |engine, elapsed| {
+        if !line.due() {
+            return;
+        }
+        let gmv = engine.aggregator().summary(0).gmv;
+        ProgressLine::print(
+            engine.consumed(),
+            &gmv_core::money::format_fen(gmv),
+            engine.rejected().total(),
+            elapsed,
+            "",
         );
     })
 }
 
 /// The progress line of a Kafka run, from each tick's merged snapshot.
 fn kafka_progress_line() -> gmv_kafka::publish::OnTick {
-    let mut last = Instant::now() - Duration::from_secs(1);
+    let mut line = ProgressLine::new();
     Box::new(move |snapshot, elapsed| {
-        if last.elapsed() < Duration::from_secs(1) {
+        if !line.due() {
             return;
         }
-        last = Instant::now();
         let a = &snapshot.figures.accounting;
-        let rate = a.consumed as f64 / elapsed.as_secs_f64().max(1e-9);
-        eprint!(
-            "\r{} records  {:.2}M/s  GMV CNY {}  rejected {}  partitions {}   ",
+        let partitions = format!("  partitions {}", a.partitions.len());
+        ProgressLine::print(
             a.consumed,
-            rate / 1e6,
-            snapshot.figures.gmv_cny,
+            &snapshot.figures.gmv_cny,
             a.rejected,
-            a.partitions.len()
+            elapsed,
+            &partitions,
         );
     })
 }

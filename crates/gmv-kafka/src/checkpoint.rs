@@ -110,15 +110,11 @@ impl CheckpointDir {
         let mut loaded = Loaded::default();
         let bases: Vec<_> = links.iter().filter(|l| l.1 == Kind::Base).rev().collect();
         for (base_seq, _, base_path) in bases {
-            match read(base_path) {
-                Ok(base) if base.seq == *base_seq => {
+            match read_link(base_path, *base_seq) {
+                Ok(base) => {
                     loaded.chain.push(base);
                     break;
                 }
-                Ok(_) => loaded.set_aside.push((
-                    base_path.clone(),
-                    "sequence number differs from its name".into(),
-                )),
                 Err(why) => loaded.set_aside.push((base_path.clone(), why)),
             }
         }
@@ -128,14 +124,8 @@ impl CheckpointDir {
                 if *kind != Kind::Delta || *seq != expected {
                     break;
                 }
-                match read(path) {
-                    Ok(delta) if delta.seq == *seq => loaded.chain.push(delta),
-                    Ok(_) => {
-                        loaded
-                            .set_aside
-                            .push((path.clone(), "sequence number differs from its name".into()));
-                        break;
-                    }
+                match read_link(path, *seq) {
+                    Ok(delta) => loaded.chain.push(delta),
                     Err(why) => {
                         loaded.set_aside.push((path.clone(), why));
                         break;
@@ -191,9 +181,14 @@ fn list(dir: &Path) -> io::Result<Vec<(u64, Kind, PathBuf)>> {
     Ok(links)
 }
 
-fn read(path: &Path) -> Result<Checkpoint, String> {
+/// Reads and verifies the link named as sequence number `seq`.
+fn read_link(path: &Path, seq: u64) -> Result<Checkpoint, String> {
     let bytes = fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
-    Checkpoint::decode(&bytes).map_err(|e| e.to_string())
+    let checkpoint = Checkpoint::decode(&bytes).map_err(|e| e.to_string())?;
+    if checkpoint.seq != seq {
+        return Err("sequence number differs from its name".into());
+    }
+    Ok(checkpoint)
 }
 
 #[cfg(test)]

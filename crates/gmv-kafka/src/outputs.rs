@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::TopicPartitionList;
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -226,54 +226,77 @@ impl Outputs {
 /// How long the alerts topic must stay quiet to be taken as fully read.
 const QUIET_END: Duration = Duration::from_millis(500);
 
-/// Reads every alert in `config.alerts_topic` up to its current end.
-pub fn read_announced(config: &KafkaConfig) -> Result<HashSet<(String, String)>, KafkaError> {
+/// A consumer of a whole output topic from its beginning (assigned, not in a
+/// group: every reader sees every record).
+pub fn reader(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer, KafkaError> {
     let consumer: BaseConsumer = client_config(&config.brokers)
-        .set("group.id", format!("{}-alerts-reader", config.group_id))
+        .set("group.id", format!("{}-reader", config.group_id))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
         .create()
         .map_err(|source| KafkaError::Client {
-            what: "creating the alerts reader",
-            source,
-        })?;
-    let timeout = config.connect_timeout;
-    let metadata = consumer
-        .fetch_metadata(Some(&config.alerts_topic), timeout)
-        .map_err(|source| KafkaError::Client {
-            what: "reading the alerts topic's metadata",
+            what: "creating an output topic reader",
             source,
         })?;
     let mut assignment = TopicPartitionList::new();
-    let mut ends = Vec::new();
-    for topic in metadata.topics() {
-        for p in topic.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(&config.alerts_topic, p.id(), timeout)
-                .map_err(|source| KafkaError::Client {
-                    what: "reading the alerts topic's offsets",
-                    source,
-                })?;
-            // Assign even an apparently empty partition: the watermark may
-            // under-report (see below).
-            assignment
-                .add_partition_offset(&config.alerts_topic, p.id(), rdkafka::Offset::Offset(low))
-                .map_err(|source| KafkaError::Client {
-                    what: "assigning the alerts topic",
-                    source,
-                })?;
-            if high > low {
-                ends.push((p.id(), high));
-            }
-        }
+    for p in partition_ids(&consumer, config, topic)? {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|source| KafkaError::Client {
+                what: "assigning an output topic",
+                source,
+            })?;
     }
-    let mut found = HashSet::new();
+    if assignment.count() == 0 {
+        return Err(KafkaError::MissingTopic {
+            topic: topic.to_string(),
+            brokers: config.brokers.clone(),
+        });
+    }
     consumer
         .assign(&assignment)
         .map_err(|source| KafkaError::Client {
-            what: "assigning the alerts topic",
+            what: "assigning an output topic",
             source,
         })?;
+    Ok(consumer)
+}
+
+fn partition_ids(
+    consumer: &BaseConsumer,
+    config: &KafkaConfig,
+    topic: &str,
+) -> Result<Vec<i32>, KafkaError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), config.connect_timeout)
+        .map_err(|source| KafkaError::Client {
+            what: "reading an output topic's metadata",
+            source,
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// Reads every alert in `config.alerts_topic` up to its current end.
+pub fn read_announced(config: &KafkaConfig) -> Result<HashSet<(String, String)>, KafkaError> {
+    let timeout = config.connect_timeout;
+    let consumer = reader(config, &config.alerts_topic)?;
+    let mut ends = Vec::new();
+    for p in partition_ids(&consumer, config, &config.alerts_topic)? {
+        let (low, high) = consumer
+            .fetch_watermarks(&config.alerts_topic, p, timeout)
+            .map_err(|source| KafkaError::Client {
+                what: "reading the alerts topic's offsets",
+                source,
+            })?;
+        if high > low {
+            ends.push((p, high));
+        }
+    }
+    let mut found = HashSet::new();
     // The end is where the high watermarks were *and* nothing more arrives
     // for a moment: some brokers (tansu 0.6) under-report the high
     // watermark, and a missed alert would be announced twice.

@@ -6,7 +6,7 @@
 use crate::checkpoint::CheckpointDir;
 use crate::config::KafkaConfig;
 use crate::consumer::{run_member, Shared, Slot};
-use crate::outputs::{ensure_topics, topic_partitions, wait_for_cluster, Outputs};
+use crate::outputs::{ensure_topics, wait_for_cluster, Outputs};
 use crate::view::GlobalView;
 use crate::wire::{PartitionSnapshot, SecondCounts};
 use crate::KafkaError;
@@ -150,12 +150,10 @@ pub fn run(options: RunOptions) -> Result<Outcome, KafkaError> {
     } = options;
     let members = members.max(1);
     wait_for_cluster(&config)?;
-    if topic_partitions(&config, &config.input_topic)?.is_none() {
-        ensure_topics(&config, &[(&config.input_topic, config.partitions)])?;
-    }
     ensure_topics(
         &config,
         &[
+            (&config.input_topic, config.partitions),
             (&config.snapshots_topic, 1),
             (&config.alerts_topic, 1),
             (&config.dead_letter_topic, config.partitions),

@@ -8,10 +8,7 @@
 //! the per-second counts summed over partitions, so it is exact; the top
 //! merchants are the best of every partition's top list.
 
-use crate::config::KafkaConfig;
-use crate::outputs::client_config;
 use crate::wire::{PartitionSnapshot, SecondCounts};
-use crate::KafkaError;
 use gmv_core::money::{self, format_fen, parse_minor_units};
 use gmv_core::output::{
     share, Accounting, Figures, LatencyMs, MinuteRecord, Snapshot, ThresholdCount, TopMerchant,
@@ -19,9 +16,8 @@ use gmv_core::output::{
 };
 use gmv_core::reject::RejectCounts;
 use gmv_core::Settings;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -228,50 +224,6 @@ fn next_offset(p: &PartitionSnapshot) -> i64 {
         .map(|a| a.next_offset)
         .max()
         .unwrap_or(-1)
-}
-
-/// A consumer of a whole output topic from its beginning (assigned, not in a
-/// group: every reader sees every record).
-pub fn reader(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer, KafkaError> {
-    let consumer: BaseConsumer = client_config(&config.brokers)
-        .set("group.id", format!("{}-reader", config.group_id))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "50")
-        .create()
-        .map_err(|source| KafkaError::Client {
-            what: "creating the snapshots reader",
-            source,
-        })?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), config.connect_timeout)
-        .map_err(|source| KafkaError::Client {
-            what: "reading an output topic's metadata",
-            source,
-        })?;
-    let mut assignment = TopicPartitionList::new();
-    for found in metadata.topics() {
-        for p in found.partitions() {
-            assignment
-                .add_partition_offset(topic, p.id(), Offset::Beginning)
-                .map_err(|source| KafkaError::Client {
-                    what: "assigning an output topic",
-                    source,
-                })?;
-        }
-    }
-    if assignment.count() == 0 {
-        return Err(KafkaError::MissingTopic {
-            topic: topic.to_string(),
-            brokers: config.brokers.clone(),
-        });
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(|source| KafkaError::Client {
-            what: "assigning the snapshots topic",
-            source,
-        })?;
-    Ok(consumer)
 }
 
 /// Reads whatever has arrived, up to `max` records or `wait` for the first.
