@@ -7,6 +7,7 @@ use crate::config::Loaded;
 use anyhow::{Context, Result};
 use gmv_core::output::{AlertRecord, MerchantRecord, Snapshot, TopMerchant};
 use gmv_core::sink::LiveSink;
+use gmv_kafka::config::StoreKind;
 use gmv_kafka::outputs::reader;
 use gmv_kafka::publish::{OnTick, Outcome, ProcessView, RunOptions};
 use gmv_kafka::view::{poll_into, GlobalView};
@@ -78,7 +79,7 @@ pub fn run(
         group = %config.group_id,
         topic = %config.input_topic,
         members = loaded.settings.workers,
-        checkpoints = %config.checkpoint.dir.display(),
+        checkpoints = %checkpoint_store(&config),
         "consuming"
     );
     gmv_kafka::publish::run(RunOptions {
@@ -93,6 +94,14 @@ pub fn run(
         hold_open,
     })
     .context("running on Kafka")
+}
+
+/// Where `config`'s checkpoints go, for the log.
+fn checkpoint_store(config: &gmv_kafka::KafkaConfig) -> String {
+    match config.checkpoint.store {
+        StoreKind::Dir => format!("directory {}", config.checkpoint.dir.display()),
+        StoreKind::Topic => format!("changelog topic {}", config.checkpoint.topic),
+    }
 }
 
 /// The HTTP source for a Kafka run.
@@ -215,6 +224,9 @@ pub fn demo_cluster(loaded: &mut Loaded) -> Result<gmv_kafka::mock::EmbeddedClus
     cluster.create_topic(&config.dead_letter_topic, config.partitions)?;
     cluster.create_topic(&config.snapshots_topic, 1)?;
     cluster.create_topic(&config.alerts_topic, 1)?;
+    if config.checkpoint.store == StoreKind::Topic {
+        cluster.create_topic(&config.checkpoint.topic, config.partitions)?;
+    }
     // A fresh cluster each time: its checkpoints must not outlive it.
     config.checkpoint.dir = std::env::temp_dir().join(format!("gmv-demo-{}", std::process::id()));
     tracing::info!(brokers = %config.brokers, "embedded Kafka (librdkafka mock cluster) started");

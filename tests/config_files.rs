@@ -65,3 +65,17 @@ fn bad_config_fails_at_start_naming_every_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("engine.top_n"), "{stderr}");
 }
+
+#[test]
+fn a_bad_checkpoint_store_names_the_key_and_the_allowed_values() {
+    let output = gmv()
+        .args(["run", "--input", "/nonexistent"])
+        .env("GMV__KAFKA__CHECKPOINT__STORE", "s3")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needle in ["kafka.checkpoint.store", "s3", "dir", "topic"] {
+        assert!(stderr.contains(needle), "{needle} not in: {stderr}");
+    }
+}

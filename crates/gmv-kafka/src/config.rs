@@ -39,6 +39,9 @@ pub struct KafkaConfig {
     pub exit_when_idle: Option<Duration>,
     /// Checkpoints of per-partition state.
     pub checkpoint: CheckpointConfig,
+    /// librdkafka properties for every client (consumers, producers, topic
+    /// readers, admin), e.g. security settings.
+    pub client: BTreeMap<String, String>,
     /// librdkafka consumer properties, passed through (override ours).
     pub consumer: BTreeMap<String, String>,
     /// librdkafka producer properties, passed through (override ours).
@@ -49,8 +52,12 @@ pub struct KafkaConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
-    /// Directory of per-partition checkpoint chains.
+    /// Where checkpoints are kept.
+    pub store: StoreKind,
+    /// Directory of per-partition checkpoint chains (`store = "dir"`).
     pub dir: PathBuf,
+    /// Compacted changelog topic of checkpoints (`store = "topic"`).
+    pub topic: String,
     /// How often each partition's state is made durable (offsets are
     /// committed right after).
     #[serde(with = "humantime_serde")]
@@ -73,15 +80,30 @@ impl Default for KafkaConfig {
             connect_timeout: Duration::from_secs(30),
             exit_when_idle: None,
             checkpoint: CheckpointConfig::default(),
+            client: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
         }
     }
 }
 
+/// `kafka.checkpoint.store`: where checkpoints are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A local directory: processes that may take over each other's
+    /// partitions must share it.
+    Dir,
+    /// A compacted Kafka topic: state moves with its partition to any
+    /// machine (the Kafka Streams changelog model).
+    Topic,
+}
+
 impl Default for CheckpointConfig {
     fn default() -> Self {
         Self {
+            store: StoreKind::Dir,
+            topic: "gmv.changelog".into(),
             dir: PathBuf::from("gmv-state"),
             interval: Duration::from_secs(1),
             deltas_per_base: 30,
@@ -149,18 +171,47 @@ impl KafkaConfig {
                 "must be between 50ms and 1h, e.g. \"1s\"",
             ));
         }
-        if self.checkpoint.dir.as_os_str().is_empty() {
-            errors.push(ConfigError::new(
-                key("checkpoint.dir"),
-                "must be a directory path",
-            ));
-        }
-        for (name, why) in RESERVED_CONSUMER_KEYS {
-            if self.consumer.contains_key(*name) {
+        match self.checkpoint.store {
+            StoreKind::Dir if self.checkpoint.dir.as_os_str().is_empty() => {
                 errors.push(ConfigError::new(
-                    format!("{section}.consumer.\"{name}\""),
-                    format!("is set by gmv-stream ({why})"),
+                    key("checkpoint.dir"),
+                    "must be a directory path",
                 ));
+            }
+            StoreKind::Topic if !valid_name(&self.checkpoint.topic) => {
+                errors.push(ConfigError::new(
+                    key("checkpoint.topic"),
+                    format!(
+                        "`{}` is not a valid name: 1..249 of [a-zA-Z0-9._-]",
+                        self.checkpoint.topic
+                    ),
+                ));
+            }
+            StoreKind::Topic
+                if [
+                    &self.input_topic,
+                    &self.snapshots_topic,
+                    &self.alerts_topic,
+                    &self.dead_letter_topic,
+                ]
+                .contains(&&self.checkpoint.topic) =>
+            {
+                errors.push(ConfigError::new(
+                    key("checkpoint.topic"),
+                    "must be a topic of its own, not one of the input or output topics",
+                ));
+            }
+            _ => {}
+        }
+        // Every client gets `client`: the consumers' guarantees apply to it.
+        for (table, properties) in [("consumer", &self.consumer), ("client", &self.client)] {
+            for (name, why) in RESERVED_CONSUMER_KEYS {
+                if properties.contains_key(*name) {
+                    errors.push(ConfigError::new(
+                        format!("{section}.{table}.\"{name}\""),
+                        format!("is set by gmv-stream ({why})"),
+                    ));
+                }
             }
         }
         if self.producer.contains_key("bootstrap.servers") {
@@ -217,5 +268,38 @@ mod tests {
                 "kafka.consumer.\"enable.auto.commit\""
             ]
         );
+    }
+
+    #[test]
+    fn a_changelog_topic_must_be_valid_and_a_topic_of_its_own() {
+        let mut config = KafkaConfig::default();
+        config.checkpoint.store = StoreKind::Topic;
+        assert!(config.validate("kafka").is_ok());
+        for bad in ["", "has space", "gmv.alerts"] {
+            config.checkpoint.topic = bad.into();
+            let errors = config.validate("kafka").unwrap_err();
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert_eq!(errors[0].key, "kafka.checkpoint.topic");
+        }
+        // The directory is not needed then, nor the topic with a directory.
+        config.checkpoint.dir = PathBuf::new();
+        config.checkpoint.topic = "gmv.changelog".into();
+        assert!(config.validate("kafka").is_ok());
+        config.checkpoint.store = StoreKind::Dir;
+        config.checkpoint.topic = String::new();
+        config.checkpoint.dir = PathBuf::from("state");
+        assert!(config.validate("kafka").is_ok());
+    }
+
+    #[test]
+    fn every_client_property_gmv_owns_is_refused_in_the_client_table() {
+        let mut config = KafkaConfig::default();
+        config.client.insert("group.id".into(), "x".into());
+        config
+            .client
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        let errors = config.validate("kafka").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].key, "kafka.client.\"group.id\"");
     }
 }

@@ -21,7 +21,7 @@
 //! librdkafka's bounded prefetch queue is the only buffer; when the producer's
 //! queue is full, sending waits, and so does consumption.
 
-use crate::checkpoint::CheckpointDir;
+use crate::checkpoint::{CheckpointStore, Loaded};
 use crate::config::KafkaConfig;
 use crate::outputs::{client_config, Outputs};
 use crate::KafkaError;
@@ -69,7 +69,7 @@ pub struct Shared {
     /// `[kafka]`.
     pub config: KafkaConfig,
     /// Where checkpoints go.
-    pub store: CheckpointDir,
+    pub store: CheckpointStore,
     /// Dead letters, alerts, snapshots.
     pub outputs: Outputs,
     /// Owned partitions of this process, by partition.
@@ -94,7 +94,7 @@ impl Shared {
     pub fn new(
         settings: Settings,
         config: KafkaConfig,
-        store: CheckpointDir,
+        store: CheckpointStore,
         outputs: Outputs,
         stop: Arc<AtomicBool>,
         members: usize,
@@ -212,34 +212,73 @@ impl Member {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         tracing::info!(member = %self.name, ?partitions, "assigned");
-        if !partitions.is_empty() {
-            if let Err(error) = self.shared.outputs.reload_announced(&self.shared.config) {
-                self.shared.fail(error);
-            }
+        let started = Instant::now();
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (topic, partition) in &partitions {
+            by_topic.entry(topic).or_default().push(*partition);
+        }
+        // The announced alerts and the checkpoint chains are read side by
+        // side: each read ends with a quiet wait (see `read_to_end`).
+        let metadata = self.committed_metadata(consumer, tpl);
+        let (announced, chains) = std::thread::scope(|scope| {
+            let announced = (!partitions.is_empty())
+                .then(|| scope.spawn(|| self.shared.outputs.reload_announced(&self.shared.config)));
+            let chains: Vec<_> = by_topic
+                .iter()
+                .map(|(topic, partitions)| {
+                    let metadata: Vec<String> = partitions
+                        .iter()
+                        .map(|&p| {
+                            let key = (topic.to_string(), p);
+                            metadata.get(&key).cloned().unwrap_or_default()
+                        })
+                        .collect();
+                    let loaded = self.shared.store.load(topic, partitions, &metadata);
+                    (*topic, loaded)
+                })
+                .collect();
+            let announced = announced.map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            (announced, chains)
+        });
+        if let Some(Err(error)) = announced {
+            self.shared.fail(error);
         }
         let mut tasks = self.tasks.lock();
-        for (topic, partition) in partitions {
-            match self.restore(&topic, partition) {
-                Ok(task) => {
-                    let next = task.slot.next_offset.load(Ordering::SeqCst);
-                    let offset = if next >= 0 {
-                        Offset::Offset(next)
-                    } else {
-                        Offset::Beginning
-                    };
-                    if let Err(error) = tpl.set_partition_offset(&topic, partition, offset) {
-                        self.shared.fail(KafkaError::Client {
-                            what: "setting a partition's start offset",
-                            source: error,
-                        });
-                    }
-                    self.shared
-                        .registry
-                        .lock()
-                        .insert(partition, task.slot.clone());
-                    tasks.insert(partition, task);
+        for ((topic, loaded), partitions) in chains.into_iter().zip(by_topic.into_values()) {
+            let loaded = match loaded {
+                Ok(loaded) => loaded,
+                Err(error) => {
+                    self.shared.fail(error);
+                    continue;
                 }
-                Err(error) => self.shared.fail(error),
+            };
+            for (partition, loaded) in partitions.into_iter().zip(loaded) {
+                match self.restore(topic, partition, loaded) {
+                    Ok(task) => {
+                        let next = task.slot.next_offset.load(Ordering::SeqCst);
+                        let offset = if next >= 0 {
+                            Offset::Offset(next)
+                        } else {
+                            Offset::Beginning
+                        };
+                        if let Err(error) = tpl.set_partition_offset(topic, partition, offset) {
+                            self.shared.fail(KafkaError::Client {
+                                what: "setting a partition's start offset",
+                                source: error,
+                            });
+                        }
+                        self.shared
+                            .registry
+                            .lock()
+                            .insert(partition, task.slot.clone());
+                        tasks.insert(partition, task);
+                    }
+                    Err(error) => self.shared.fail(error),
+                }
             }
         }
         let assigned = match consumer.rebalance_protocol() {
@@ -252,7 +291,41 @@ impl Member {
                 source: error,
             });
         }
+        if !partitions.is_empty() {
+            tracing::info!(
+                member = %self.name,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "state restored; fetching"
+            );
+        }
         self.assigned.store(true, Ordering::SeqCst);
+    }
+
+    /// The metadata committed with each of `tpl`'s offsets, if the store
+    /// uses it (a failure only makes the store read more).
+    fn committed_metadata(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &TopicPartitionList,
+    ) -> HashMap<(String, i32), String> {
+        let mut out = HashMap::new();
+        if tpl.count() == 0 || !self.shared.store.reads_commit_metadata() {
+            return out;
+        }
+        match consumer.committed_offsets(tpl.clone(), self.shared.config.connect_timeout) {
+            Ok(committed) => {
+                for element in committed.elements() {
+                    out.insert(
+                        (element.topic().to_string(), element.partition()),
+                        element.metadata().to_string(),
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading committed offsets; checkpoints are read from the changelog's beginning")
+            }
+        }
+        out
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
@@ -280,21 +353,14 @@ impl Member {
         }
     }
 
-    fn restore(&self, topic: &str, partition: i32) -> Result<Task, KafkaError> {
+    /// The task of a newly assigned partition, from its loaded chain.
+    fn restore(&self, topic: &str, partition: i32, loaded: Loaded) -> Result<Task, KafkaError> {
         let settings = &self.shared.settings;
-        let loaded =
-            self.shared
-                .store
-                .load(topic, partition)
-                .map_err(|source| KafkaError::Checkpoint {
-                    dir: self.shared.store.partition_dir(topic, partition),
-                    source,
-                })?;
-        for (path, why) in &loaded.set_aside {
+        for (link, why) in &loaded.set_aside {
             tracing::warn!(
-                file = %path.display(),
+                %link,
                 why,
-                "checkpoint set aside as *.corrupt; resuming {topic}/{partition} from the last good one and re-reading the log after it"
+                "checkpoint set aside; resuming {topic}/{partition} from the last good one and re-reading the log after it"
             );
         }
         let (engine, last): (Engine, Option<&Checkpoint>) = match loaded.chain.first() {
@@ -406,12 +472,19 @@ impl Member {
         // Every owned partition's durable offset, changed or not: a commit
         // lost to a rebalance is made good by the next one.
         for task in tasks.iter() {
+            let slot = &task.slot;
             if task.checkpointed_next >= 0 {
                 let _ = commit.add_partition_offset(
-                    &task.slot.topic,
-                    task.slot.partition,
+                    &slot.topic,
+                    slot.partition,
                     Offset::Offset(task.checkpointed_next),
                 );
+                // Where the next owner starts reading the chain.
+                if let Some(metadata) = shared.store.commit_metadata(&slot.topic, slot.partition) {
+                    if let Some(mut element) = commit.find_partition(&slot.topic, slot.partition) {
+                        element.set_metadata(metadata);
+                    }
+                }
             }
         }
         if commit.count() > 0 {
@@ -570,7 +643,7 @@ impl Task {
 
 /// The librdkafka consumer properties of a member.
 fn consumer_config(config: &KafkaConfig, client_id: &str) -> rdkafka::ClientConfig {
-    let mut cfg = client_config(&config.brokers);
+    let mut cfg = client_config(config);
     cfg.set("group.id", &config.group_id)
         .set("client.id", client_id)
         .set("enable.auto.commit", "false")

@@ -3,7 +3,7 @@
 //! paced or as fast as the cluster takes it.
 
 use crate::config::KafkaConfig;
-use crate::outputs::{client_config, ensure_topics, wait_for_cluster};
+use crate::outputs::{client_config, ensure_topics, wait_for_cluster, Cleanup};
 use crate::KafkaError;
 use gmv_synth::{Generator, SynthConfig};
 use hdrhistogram::Histogram;
@@ -99,8 +99,11 @@ pub fn produce(options: GenerateOptions) -> Result<Generated, KafkaError> {
         mut progress,
     } = options;
     wait_for_cluster(&config)?;
-    ensure_topics(&config, &[(&config.input_topic, config.partitions)])?;
-    let mut cfg = client_config(&config.brokers);
+    ensure_topics(
+        &config,
+        &[(&config.input_topic, config.partitions, Cleanup::Default)],
+    )?;
+    let mut cfg = client_config(&config);
     cfg.set("enable.idempotence", "true")
         .set("linger.ms", "10")
         .set("batch.size", "1000000")

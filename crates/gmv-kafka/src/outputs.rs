@@ -18,7 +18,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashSet;
@@ -82,17 +82,22 @@ pub struct Outputs {
     announced: Mutex<HashSet<(String, String)>>,
 }
 
-/// A base client configuration for `config` (bootstrap and nothing else).
-pub fn client_config(brokers: &str) -> ClientConfig {
+/// The configuration every client of `config` starts from: the bootstrap
+/// servers and the `[kafka.client]` properties (security, for example, which
+/// every consumer, producer, reader and admin client needs alike).
+pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", brokers);
+    cfg.set("bootstrap.servers", &config.brokers);
+    for (key, value) in &config.client {
+        cfg.set(key, value);
+    }
     cfg
 }
 
 impl Outputs {
     /// An idempotent producer for `config`'s output topics.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
-        let mut cfg = client_config(&config.brokers);
+        let mut cfg = client_config(config);
         cfg.set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("queue.buffering.max.kbytes", "65536");
@@ -223,27 +228,44 @@ impl Outputs {
     }
 }
 
-/// How long the alerts topic must stay quiet to be taken as fully read.
+/// How long a topic must stay quiet to be taken as fully read.
 const QUIET_END: Duration = Duration::from_millis(500);
 
-/// A consumer of a whole output topic from its beginning (assigned, not in a
+/// A consumer of a whole topic from its beginning (assigned, not in a
 /// group: every reader sees every record).
 pub fn reader(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer, KafkaError> {
-    let consumer: BaseConsumer = client_config(&config.brokers)
+    reader_of(config, topic, None)
+}
+
+/// A consumer of `partitions` of `topic`, each from its offset (all
+/// partitions from the beginning if `None`).
+pub fn reader_of(
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: Option<&[(i32, Offset)]>,
+) -> Result<BaseConsumer, KafkaError> {
+    let consumer: BaseConsumer = client_config(config)
         .set("group.id", format!("{}-reader", config.group_id))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
         .create()
         .map_err(|source| KafkaError::Client {
-            what: "creating an output topic reader",
+            what: "creating a topic reader",
             source,
         })?;
     let mut assignment = TopicPartitionList::new();
     for p in partition_ids(&consumer, config, topic)? {
+        let from = match partitions {
+            None => Offset::Beginning,
+            Some(wanted) => match wanted.iter().find(|(w, _)| *w == p) {
+                Some(&(_, from)) => from,
+                None => continue,
+            },
+        };
         assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
+            .add_partition_offset(topic, p, from)
             .map_err(|source| KafkaError::Client {
-                what: "assigning an output topic",
+                what: "assigning a topic to its reader",
                 source,
             })?;
     }
@@ -256,7 +278,7 @@ pub fn reader(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer, KafkaEr
     consumer
         .assign(&assignment)
         .map_err(|source| KafkaError::Client {
-            what: "assigning an output topic",
+            what: "assigning a topic to its reader",
             source,
         })?;
     Ok(consumer)
@@ -270,7 +292,7 @@ fn partition_ids(
     let metadata = consumer
         .fetch_metadata(Some(topic), config.connect_timeout)
         .map_err(|source| KafkaError::Client {
-            what: "reading an output topic's metadata",
+            what: "reading a topic's metadata",
             source,
         })?;
     Ok(metadata
@@ -280,59 +302,77 @@ fn partition_ids(
         .collect())
 }
 
-/// Reads every alert in `config.alerts_topic` up to its current end.
-pub fn read_announced(config: &KafkaConfig) -> Result<HashSet<(String, String)>, KafkaError> {
+/// Hands every record `consumer` (a [`reader_of`] `topic`) can fetch to
+/// `on_record`, up to the topic's current end; fails if no record arrives
+/// for `config.connect_timeout` before the end (a long topic may take
+/// longer in all, as long as it keeps coming).
+///
+/// The end is where the high watermarks were *and* nothing more arrives for
+/// a moment: some brokers (tansu 0.6) under-report the high watermark, and a
+/// record missed here is an alert announced twice or a checkpoint not found.
+pub fn read_to_end(
+    consumer: &BaseConsumer,
+    config: &KafkaConfig,
+    topic: &str,
+    mut on_record: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), KafkaError> {
     let timeout = config.connect_timeout;
-    let consumer = reader(config, &config.alerts_topic)?;
+    let assigned = consumer.assignment().map_err(|source| KafkaError::Client {
+        what: "reading a reader's assignment",
+        source,
+    })?;
     let mut ends = Vec::new();
-    for p in partition_ids(&consumer, config, &config.alerts_topic)? {
+    for element in assigned.elements() {
+        let p = element.partition();
         let (low, high) = consumer
-            .fetch_watermarks(&config.alerts_topic, p, timeout)
+            .fetch_watermarks(topic, p, timeout)
             .map_err(|source| KafkaError::Client {
-                what: "reading the alerts topic's offsets",
+                what: "reading a topic's offsets",
                 source,
             })?;
         if high > low {
             ends.push((p, high));
         }
     }
-    let mut found = HashSet::new();
-    // The end is where the high watermarks were *and* nothing more arrives
-    // for a moment: some brokers (tansu 0.6) under-report the high
-    // watermark, and a missed alert would be announced twice.
-    let deadline = Instant::now() + timeout;
     let mut last_record = Instant::now();
     while !ends.is_empty() || last_record.elapsed() < QUIET_END {
-        if Instant::now() > deadline {
+        if last_record.elapsed() > timeout {
             return Err(KafkaError::Timeout {
-                what: format!(
-                    "reading the alerts topic `{}` to its end",
-                    config.alerts_topic
-                ),
+                what: format!("reading the topic `{topic}` to its end (kafka.connect_timeout)"),
             });
         }
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(message)) => {
                 last_record = Instant::now();
-                if let Some(alert) = message
-                    .payload()
-                    .and_then(|p| serde_json::from_slice::<AlertRecord>(p).ok())
-                {
-                    found.insert((alert.merchant_id, alert.threshold_cny));
-                }
+                on_record(&message);
                 let (partition, offset) = (message.partition(), message.offset());
                 ends.retain(|&(p, high)| !(p == partition && offset + 1 >= high));
             }
-            Some(Err(error)) => tracing::warn!(%error, "while reading the alerts topic"),
+            Some(Err(error)) => tracing::warn!(%error, topic, "while reading a topic to its end"),
             None => {}
         }
     }
+    Ok(())
+}
+
+/// Reads every alert in `config.alerts_topic` up to its current end.
+pub fn read_announced(config: &KafkaConfig) -> Result<HashSet<(String, String)>, KafkaError> {
+    let consumer = reader(config, &config.alerts_topic)?;
+    let mut found = HashSet::new();
+    read_to_end(&consumer, config, &config.alerts_topic, |message| {
+        if let Some(alert) = message
+            .payload()
+            .and_then(|p| serde_json::from_slice::<AlertRecord>(p).ok())
+        {
+            found.insert((alert.merchant_id, alert.threshold_cny));
+        }
+    })?;
     Ok(found)
 }
 
 /// A client for metadata requests only.
 fn metadata_client(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
-    client_config(&config.brokers)
+    client_config(config)
         .create()
         .map_err(|source| KafkaError::Client {
             what: "creating a metadata client",
@@ -370,13 +410,25 @@ pub fn topic_partitions(config: &KafkaConfig, topic: &str) -> Result<Option<usiz
         .map(|t| t.partitions().len()))
 }
 
-/// Creates each missing topic with its partition count (replication 1 on a
-/// one-broker cluster, else the broker's default).
-pub fn ensure_topics(config: &KafkaConfig, topics: &[(&str, i32)]) -> Result<(), KafkaError> {
+/// How a topic's old records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    /// The broker's default (deleted after the retention time).
+    Default,
+    /// Compacted: the latest record per key is kept (changelogs).
+    Compact,
+}
+
+/// Creates each missing topic with its partition count and cleanup policy
+/// (replication: the broker's default).
+pub fn ensure_topics(
+    config: &KafkaConfig,
+    topics: &[(&str, i32, Cleanup)],
+) -> Result<(), KafkaError> {
     let mut missing = Vec::new();
-    for &(topic, partitions) in topics {
+    for &(topic, partitions, cleanup) in topics {
         if topic_partitions(config, topic)?.is_none() {
-            missing.push((topic, partitions));
+            missing.push((topic, partitions, cleanup));
         }
     }
     if missing.is_empty() {
@@ -388,15 +440,22 @@ pub fn ensure_topics(config: &KafkaConfig, topics: &[(&str, i32)]) -> Result<(),
             brokers: config.brokers.clone(),
         });
     }
-    let admin: AdminClient<DefaultClientContext> = client_config(&config.brokers)
-        .create()
-        .map_err(|source| KafkaError::Client {
-            what: "creating an admin client",
-            source,
-        })?;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(config)
+            .create()
+            .map_err(|source| KafkaError::Client {
+                what: "creating an admin client",
+                source,
+            })?;
     let new_topics: Vec<NewTopic<'_>> = missing
         .iter()
-        .map(|&(name, partitions)| NewTopic::new(name, partitions, TopicReplication::Fixed(-1)))
+        .map(|&(name, partitions, cleanup)| {
+            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
+            match cleanup {
+                Cleanup::Default => topic,
+                Cleanup::Compact => topic.set("cleanup.policy", "compact"),
+            }
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(config.connect_timeout));
     let results = futures::executor::block_on(admin.create_topics(&new_topics, &options)).map_err(
@@ -419,7 +478,7 @@ pub fn ensure_topics(config: &KafkaConfig, topics: &[(&str, i32)]) -> Result<(),
     }
     // Metadata can lag creation by a moment.
     let deadline = Instant::now() + config.connect_timeout;
-    for (topic, _) in missing {
+    for (topic, _, _) in missing {
         while topic_partitions(config, topic)?.is_none() {
             if Instant::now() > deadline {
                 return Err(KafkaError::Timeout {

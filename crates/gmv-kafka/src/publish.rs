@@ -3,10 +3,11 @@
 //! partial snapshot and changed per-second counts to the snapshots topic and
 //! hands the process's merged view to local sinks (HTTP feed, alert file).
 
-use crate::checkpoint::CheckpointDir;
+use crate::checkpoint::CheckpointStore;
 use crate::config::KafkaConfig;
+use crate::config::StoreKind;
 use crate::consumer::{run_member, Shared, Slot};
-use crate::outputs::{ensure_topics, wait_for_cluster, Outputs};
+use crate::outputs::{ensure_topics, wait_for_cluster, Cleanup, Outputs};
 use crate::view::GlobalView;
 use crate::wire::{PartitionSnapshot, SecondCounts};
 use crate::KafkaError;
@@ -150,20 +151,29 @@ pub fn run(options: RunOptions) -> Result<Outcome, KafkaError> {
     } = options;
     let members = members.max(1);
     wait_for_cluster(&config)?;
-    ensure_topics(
-        &config,
-        &[
-            (&config.input_topic, config.partitions),
-            (&config.snapshots_topic, 1),
-            (&config.alerts_topic, 1),
-            (&config.dead_letter_topic, config.partitions),
-        ],
-    )?;
-    let store =
-        CheckpointDir::open(&config.checkpoint.dir).map_err(|source| KafkaError::Checkpoint {
-            dir: config.checkpoint.dir.clone(),
-            source,
-        })?;
+    let mut topics = vec![
+        (
+            config.input_topic.as_str(),
+            config.partitions,
+            Cleanup::Default,
+        ),
+        (&config.snapshots_topic, 1, Cleanup::Default),
+        (&config.alerts_topic, 1, Cleanup::Default),
+        (
+            &config.dead_letter_topic,
+            config.partitions,
+            Cleanup::Default,
+        ),
+    ];
+    if config.checkpoint.store == StoreKind::Topic {
+        topics.push((
+            &config.checkpoint.topic,
+            config.partitions,
+            Cleanup::Compact,
+        ));
+    }
+    ensure_topics(&config, &topics)?;
+    let store = CheckpointStore::open(&config)?;
     let outputs = Outputs::new(&config)?;
     let shared = Arc::new(Shared::new(
         settings,

@@ -15,7 +15,9 @@
 //! from that state's offset: never silently wrong totals. The previous base
 //! and its deltas are kept as a fallback until the next base is written.
 
-use gmv_core::state::{Checkpoint, DedupPart};
+use super::{decode_link, select_chain, Kind, Loaded};
+use crate::KafkaError;
+use gmv_core::state::Checkpoint;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -26,25 +28,13 @@ pub struct CheckpointDir {
     root: PathBuf,
 }
 
-/// What loading a partition's chain found.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    /// The chain to restore: a base, then deltas. Empty: start from scratch.
-    pub chain: Vec<Checkpoint>,
-    /// Files set aside, each with why (for the log).
-    pub set_aside: Vec<(PathBuf, String)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Base,
-    Delta,
-}
-
 impl CheckpointDir {
     /// Uses `root`, creating it if needed.
-    pub fn open(root: &Path) -> io::Result<Self> {
-        fs::create_dir_all(root)?;
+    pub fn open(root: &Path) -> Result<Self, KafkaError> {
+        fs::create_dir_all(root).map_err(|source| KafkaError::Checkpoint {
+            dir: root.to_path_buf(),
+            source,
+        })?;
         Ok(Self {
             root: root.to_path_buf(),
         })
@@ -57,13 +47,20 @@ impl CheckpointDir {
 
     /// Makes `checkpoint` durable as the next link of its partition's chain;
     /// returns the bytes written.
-    pub fn save(&self, topic: &str, partition: i32, checkpoint: &Checkpoint) -> io::Result<u64> {
+    pub fn save(
+        &self,
+        topic: &str,
+        partition: i32,
+        checkpoint: &Checkpoint,
+    ) -> Result<u64, KafkaError> {
         let dir = self.partition_dir(topic, partition);
-        fs::create_dir_all(&dir)?;
-        let kind = match checkpoint.dedup {
-            DedupPart::Base(_) => Kind::Base,
-            DedupPart::Delta(_) => Kind::Delta,
-        };
+        self.write_link(&dir, checkpoint)
+            .map_err(|source| KafkaError::Checkpoint { dir, source })
+    }
+
+    fn write_link(&self, dir: &Path, checkpoint: &Checkpoint) -> io::Result<u64> {
+        fs::create_dir_all(dir)?;
+        let kind = Kind::of(checkpoint);
         let bytes = checkpoint.encode();
         let path = dir.join(file_name(checkpoint.seq, kind));
         let tmp = dir.join(format!("{}.tmp", file_name(checkpoint.seq, kind)));
@@ -73,9 +70,9 @@ impl CheckpointDir {
             file.sync_all()?;
         }
         fs::rename(&tmp, &path)?;
-        File::open(&dir)?.sync_all()?;
+        File::open(dir)?.sync_all()?;
         if kind == Kind::Base {
-            self.prune(&dir, checkpoint.seq)?;
+            self.prune(dir, checkpoint.seq)?;
         }
         Ok(bytes.len() as u64)
     }
@@ -100,63 +97,39 @@ impl CheckpointDir {
         Ok(())
     }
 
-    /// Loads a partition's chain (see the module docs).
-    pub fn load(&self, topic: &str, partition: i32) -> io::Result<Loaded> {
+    /// Loads a partition's chain (see [`super::select_chain`]); renames the
+    /// links set aside to `*.corrupt`, for inspection.
+    pub fn load(&self, topic: &str, partition: i32) -> Result<Loaded, KafkaError> {
         let dir = self.partition_dir(topic, partition);
+        self.read_chain(&dir)
+            .map_err(|source| KafkaError::Checkpoint { dir, source })
+    }
+
+    fn read_chain(&self, dir: &Path) -> io::Result<Loaded> {
         if !dir.is_dir() {
             return Ok(Loaded::default());
         }
-        let links = list(&dir)?;
-        let mut loaded = Loaded::default();
-        let bases: Vec<_> = links.iter().filter(|l| l.1 == Kind::Base).rev().collect();
-        for (base_seq, _, base_path) in bases {
-            match read_link(base_path, *base_seq) {
-                Ok(base) => {
-                    loaded.chain.push(base);
-                    break;
-                }
-                Err(why) => loaded.set_aside.push((base_path.clone(), why)),
-            }
-        }
-        if let Some(base_seq) = loaded.chain.first().map(|c| c.seq) {
-            let after_base = links.iter().filter(|l| l.0 > base_seq);
-            for (expected, (seq, kind, path)) in (base_seq + 1..).zip(after_base) {
-                if *kind != Kind::Delta || *seq != expected {
-                    break;
-                }
-                match read_link(path, *seq) {
-                    Ok(delta) => loaded.chain.push(delta),
-                    Err(why) => {
-                        loaded.set_aside.push((path.clone(), why));
-                        break;
-                    }
-                }
-            }
-        }
-        // Links past the chain's end belong to a state we are not resuming.
-        let end = loaded.chain.last().map_or(0, |c| c.seq);
-        for (seq, _, path) in &links {
-            let already = loaded.set_aside.iter().any(|(p, _)| p == path);
-            if *seq > end && !already {
-                loaded
-                    .set_aside
-                    .push((path.clone(), "follows a link that could not be used".into()));
-            }
-        }
-        for (path, _) in &loaded.set_aside {
+        let links = list(dir)?;
+        let (chain, set_aside) = select_chain(&links, |path, seq| {
+            let bytes = fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
+            decode_link(&bytes, seq)
+        });
+        let mut loaded = Loaded {
+            chain,
+            set_aside: Vec::with_capacity(set_aside.len()),
+        };
+        for (path, why) in set_aside {
             let mut aside = path.clone().into_os_string();
             aside.push(".corrupt");
-            fs::rename(path, aside)?;
+            fs::rename(&path, aside)?;
+            loaded.set_aside.push((path.display().to_string(), why));
         }
         Ok(loaded)
     }
 }
 
 fn file_name(seq: u64, kind: Kind) -> String {
-    match kind {
-        Kind::Base => format!("{seq:012}.base"),
-        Kind::Delta => format!("{seq:012}.delta"),
-    }
+    format!("{seq:012}.{}", kind.as_str())
 }
 
 /// The links in `dir`, by sequence number (temporary and set-aside files are
@@ -168,27 +141,15 @@ fn list(dir: &Path) -> io::Result<Vec<(u64, Kind, PathBuf)>> {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        let parsed = match name.split_once('.') {
-            Some((seq, "base")) => seq.parse().ok().map(|s| (s, Kind::Base)),
-            Some((seq, "delta")) => seq.parse().ok().map(|s| (s, Kind::Delta)),
-            _ => None,
-        };
+        let parsed = name
+            .split_once('.')
+            .and_then(|(seq, kind)| Some((seq.parse().ok()?, Kind::parse(kind)?)));
         if let Some((seq, kind)) = parsed {
             links.push((seq, kind, path));
         }
     }
     links.sort_by_key(|l| l.0);
     Ok(links)
-}
-
-/// Reads and verifies the link named as sequence number `seq`.
-fn read_link(path: &Path, seq: u64) -> Result<Checkpoint, String> {
-    let bytes = fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
-    let checkpoint = Checkpoint::decode(&bytes).map_err(|e| e.to_string())?;
-    if checkpoint.seq != seq {
-        return Err("sequence number differs from its name".into());
-    }
-    Ok(checkpoint)
 }
 
 #[cfg(test)]

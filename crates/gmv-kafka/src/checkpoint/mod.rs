@@ -1,0 +1,187 @@
+//! Where per-partition checkpoints are kept, and how a partition's chain of
+//! them is chosen on restore.
+//!
+//! A partition's checkpoints form a chain: a base (the whole state) followed
+//! by deltas (the dedup ids first seen since the previous link, plus the full
+//! figures), numbered 1, 2, ... Two stores keep such chains:
+//! - [`dir`]: a local directory (write, fsync, rename). Processes that may
+//!   take over each other's partitions must share it.
+//! - [`changelog`]: a compacted Kafka topic, so that a partition's state
+//!   moves with the partition to any machine (the Kafka Streams model).
+//!
+//! Both choose what to resume from the same way ([`select_chain`]): the
+//! newest base that verifies and the unbroken run of deltas after it that
+//! verify. Every other link past that point (torn, corrupt, or following one
+//! that is) is set aside, with a warning naming it, so the partition resumes
+//! from the last good state and re-reads the log from that state's offset:
+//! never silently wrong totals.
+
+pub mod changelog;
+pub mod dir;
+
+use crate::config::{KafkaConfig, StoreKind};
+use crate::KafkaError;
+use gmv_core::state::{Checkpoint, DedupPart};
+
+pub use changelog::ChangelogTopic;
+pub use dir::CheckpointDir;
+
+/// The checkpoint store `kafka.checkpoint.store` names.
+pub enum CheckpointStore {
+    /// A local (or shared) directory.
+    Dir(CheckpointDir),
+    /// A compacted changelog topic.
+    Topic(Box<ChangelogTopic>),
+}
+
+/// What loading a partition's chain found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The chain to restore: a base, then deltas. Empty: start from scratch.
+    pub chain: Vec<Checkpoint>,
+    /// Links set aside, each as (where it was, why), for the log.
+    pub set_aside: Vec<(String, String)>,
+}
+
+/// A link's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The whole state.
+    Base,
+    /// New dedup ids since the previous link, plus the full figures.
+    Delta,
+}
+
+impl Kind {
+    /// The kind of `checkpoint`.
+    pub fn of(checkpoint: &Checkpoint) -> Self {
+        match checkpoint.dedup {
+            DedupPart::Base(_) => Kind::Base,
+            DedupPart::Delta(_) => Kind::Delta,
+        }
+    }
+
+    /// Its name in file names and record headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Base => "base",
+            Kind::Delta => "delta",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "base" => Some(Kind::Base),
+            "delta" => Some(Kind::Delta),
+            _ => None,
+        }
+    }
+}
+
+impl CheckpointStore {
+    /// Opens the store `config.checkpoint` names (its topic must exist).
+    pub fn open(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        match config.checkpoint.store {
+            StoreKind::Dir => Ok(Self::Dir(CheckpointDir::open(&config.checkpoint.dir)?)),
+            StoreKind::Topic => Ok(Self::Topic(Box::new(ChangelogTopic::open(config)?))),
+        }
+    }
+
+    /// Makes `checkpoint` durable as the next link of its partition's chain;
+    /// returns the bytes written.
+    pub fn save(
+        &self,
+        topic: &str,
+        partition: i32,
+        checkpoint: &Checkpoint,
+    ) -> Result<u64, KafkaError> {
+        match self {
+            Self::Dir(dir) => dir.save(topic, partition, checkpoint),
+            Self::Topic(changelog) => changelog.save(topic, partition, checkpoint),
+        }
+    }
+
+    /// Loads the chains of `partitions` of `topic`, in that order, given
+    /// each partition's committed offset metadata (see
+    /// [`Self::commit_metadata`]; empty if none).
+    pub fn load(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        metadata: &[String],
+    ) -> Result<Vec<Loaded>, KafkaError> {
+        match self {
+            Self::Dir(dir) => partitions.iter().map(|&p| dir.load(topic, p)).collect(),
+            Self::Topic(changelog) => changelog.load(topic, partitions, metadata),
+        }
+    }
+
+    /// Whether loading uses the committed offsets' metadata.
+    pub fn reads_commit_metadata(&self) -> bool {
+        matches!(self, Self::Topic(_))
+    }
+
+    /// Metadata to commit with `partition`'s offset, for the next load.
+    pub fn commit_metadata(&self, topic: &str, partition: i32) -> Option<String> {
+        match self {
+            Self::Dir(_) => None,
+            Self::Topic(changelog) => changelog.commit_metadata(topic, partition),
+        }
+    }
+}
+
+/// Chooses the chain to resume from `links` (sorted by sequence number; `at`
+/// says where each is): the newest base that `read` verifies, then the
+/// unbroken run of deltas after it that verify. Returns the chain and the
+/// links to set aside, with why; links before the chosen base are neither
+/// (they are the fallback until the next base prunes them).
+pub fn select_chain<L: PartialEq + Clone>(
+    links: &[(u64, Kind, L)],
+    mut read: impl FnMut(&L, u64) -> Result<Checkpoint, String>,
+) -> (Vec<Checkpoint>, Vec<(L, String)>) {
+    let mut chain = Vec::new();
+    let mut set_aside = Vec::new();
+    let bases = links.iter().filter(|l| l.1 == Kind::Base).rev();
+    for (seq, _, at) in bases {
+        match read(at, *seq) {
+            Ok(base) => {
+                chain.push(base);
+                break;
+            }
+            Err(why) => set_aside.push((at.clone(), why)),
+        }
+    }
+    if let Some(base_seq) = chain.first().map(|c| c.seq) {
+        let after_base = links.iter().filter(|l| l.0 > base_seq);
+        for (expected, (seq, kind, at)) in (base_seq + 1..).zip(after_base) {
+            if *kind != Kind::Delta || *seq != expected {
+                break;
+            }
+            match read(at, *seq) {
+                Ok(delta) => chain.push(delta),
+                Err(why) => {
+                    set_aside.push((at.clone(), why));
+                    break;
+                }
+            }
+        }
+    }
+    // Links past the chain's end belong to a state we are not resuming.
+    let end = chain.last().map_or(0, |c| c.seq);
+    for (seq, _, at) in links {
+        if *seq > end && !set_aside.iter().any(|(a, _)| a == at) {
+            set_aside.push((at.clone(), "follows a link that could not be used".into()));
+        }
+    }
+    (chain, set_aside)
+}
+
+/// Verifies that `bytes` are the link numbered `seq`.
+fn decode_link(bytes: &[u8], seq: u64) -> Result<Checkpoint, String> {
+    let checkpoint = Checkpoint::decode(bytes).map_err(|e| e.to_string())?;
+    if checkpoint.seq != seq {
+        return Err("sequence number differs from its name".into());
+    }
+    Ok(checkpoint)
+}
