@@ -19,13 +19,13 @@ mod common;
 use common::*;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -72,6 +72,15 @@ impl Cluster {
     }
 }
 
+/// Where a test's processes keep their checkpoints.
+#[derive(Clone, Copy, PartialEq)]
+enum Store {
+    /// `kafka.checkpoint.dir`, shared by every process of the test.
+    Dir,
+    /// A changelog topic of the test's own: no process shares a directory.
+    Changelog,
+}
+
 /// One test's topics, group, directory and config file.
 struct Setup {
     dir: tempfile::TempDir,
@@ -79,10 +88,15 @@ struct Setup {
     tag: String,
     config: PathBuf,
     thresholds: Vec<Decimal>,
+    store: Store,
 }
 
 impl Setup {
     fn new(cluster: &Cluster, name: &str) -> Self {
+        Self::with_store(cluster, name, Store::Dir)
+    }
+
+    fn with_store(cluster: &Cluster, name: &str, store: Store) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -95,8 +109,13 @@ impl Setup {
             dir,
             tag,
             thresholds: vec![dec("10000000.00"), dec("50000000.00"), dec("100000000.00")],
+            store,
         };
         let checkpoints = setup.dir.path().join("state");
+        let store_key = match store {
+            Store::Dir => "dir",
+            Store::Changelog => "topic",
+        };
         std::fs::write(
             &setup.config,
             format!(
@@ -117,7 +136,9 @@ dead_letter_topic = "dead-{tag}"
 partitions = {PARTITIONS}
 connect_timeout = "20s"
 [kafka.checkpoint]
+store = "{store_key}"
 dir = "{checkpoints}"
+topic = "changelog-{tag}"
 interval = "200ms"
 deltas_per_base = 5
 [kafka.consumer]
@@ -136,6 +157,7 @@ deltas_per_base = 5
                 (setup.topic("dead"), PARTITIONS),
                 (setup.topic("snap"), 1),
                 (setup.topic("alerts"), 1),
+                (setup.topic("changelog"), PARTITIONS),
             ] {
                 mock.create_topic(&topic, partitions, 1)
                     .expect("topic created");
@@ -361,8 +383,25 @@ deltas_per_base = 5
         serde_json::from_slice(&out.stdout).expect("snapshot JSON")
     }
 
-    /// The next offset in the newest checkpoint of each partition.
+    /// The next offset in the newest checkpoint of each partition, read
+    /// from the store directly (not through gmv's loader).
     fn checkpoint_offsets(&self) -> HashMap<i32, i64> {
+        let newest = match self.store {
+            Store::Dir => self.newest_files(),
+            Store::Changelog => self.newest_changelog_links(),
+        };
+        newest
+            .into_iter()
+            .map(|(partition, bytes)| {
+                let checkpoint =
+                    gmv_core::state::Checkpoint::decode(&bytes).expect("valid checkpoint");
+                (partition, checkpoint.next_offset)
+            })
+            .collect()
+    }
+
+    /// The newest checkpoint file of each partition.
+    fn newest_files(&self) -> HashMap<i32, Vec<u8>> {
         let mut out = HashMap::new();
         let topic_dir = self.checkpoints().join(self.topic("in"));
         for entry in std::fs::read_dir(&topic_dir).expect("checkpoint dir") {
@@ -379,10 +418,44 @@ deltas_per_base = 5
                 .collect();
             links.sort();
             let newest = links.last().expect("a checkpoint");
-            let checkpoint =
-                gmv_core::state::Checkpoint::decode(&std::fs::read(newest).expect("read"))
-                    .expect("valid checkpoint");
-            out.insert(partition, checkpoint.next_offset);
+            out.insert(partition, std::fs::read(newest).expect("read"));
+        }
+        out
+    }
+
+    /// The newest link of each partition in the changelog topic, assembled
+    /// from its chunk records (key `TOPIC/PARTITION/SEQ/CHUNK`, header
+    /// `chunks`; an empty payload is a tombstone).
+    fn newest_changelog_links(&self) -> HashMap<i32, Vec<u8>> {
+        type Chunks = BTreeMap<u32, (Vec<u8>, u32)>;
+        let mut links: BTreeMap<(i32, u64), Chunks> = BTreeMap::new();
+        for (key, payload, headers) in self.read_topic(&self.topic("changelog")) {
+            let parts: Vec<&str> = key.rsplitn(4, '/').collect();
+            assert_eq!(parts.len(), 4, "changelog key {key}");
+            assert_eq!(parts[3], self.topic("in"));
+            let index: u32 = parts[0].parse().expect("chunk index");
+            let seq: u64 = parts[1].parse().expect("seq");
+            let partition: i32 = parts[2].parse().expect("partition");
+            let chunks = links.entry((partition, seq)).or_default();
+            if payload.is_empty() {
+                chunks.remove(&index);
+            } else {
+                let count = headers["chunks"].parse().expect("chunk count");
+                chunks.insert(index, (payload, count));
+            }
+        }
+        let mut out = HashMap::new();
+        for ((partition, _), chunks) in links {
+            let Some(&(_, count)) = chunks.values().next() else {
+                continue;
+            };
+            if chunks.len() as u32 == count {
+                // Later (higher) sequence numbers overwrite earlier ones.
+                out.insert(
+                    partition,
+                    chunks.into_values().flat_map(|(bytes, _)| bytes).collect(),
+                );
+            }
         }
         out
     }
@@ -437,8 +510,8 @@ fn broker_report_topics_and_global_view_equal_an_independent_answer() {
 
 /// Kills the processor with SIGKILL `kills` times, each at a random moment
 /// after it has partitions, then lets a last run finish.
-fn survives_sigkill(cluster: &Cluster, events: u64, kills: usize) {
-    let setup = Setup::new(cluster, "kill");
+fn survives_sigkill(cluster: &Cluster, store: Store, events: u64, kills: usize) {
+    let setup = Setup::with_store(cluster, "kill", store);
     let input = setup.produce(events);
     let want = Reference::compute(&input);
     let mut rng = rand::rngs::StdRng::seed_from_u64(20171111);
@@ -448,7 +521,7 @@ fn survives_sigkill(cluster: &Cluster, events: u64, kills: usize) {
         // A restart waits for the killed member's session to expire.
         let got = assigned.recv_timeout(Duration::from_secs(40));
         assert!(got.is_ok(), "round {round}: never assigned");
-        std::thread::sleep(Duration::from_millis(rng.gen_range(50..1500)));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..2500)));
         kill(child);
         assert!(
             started.elapsed() < Duration::from_secs(600),
@@ -468,7 +541,12 @@ fn survives_sigkill(cluster: &Cluster, events: u64, kills: usize) {
 
 #[test]
 fn mock_cluster_totals_are_exact_across_sigkill_restarts() {
-    survives_sigkill(&Cluster::mock(), 40_000, 4);
+    survives_sigkill(&Cluster::mock(), Store::Dir, 40_000, 4);
+}
+
+#[test]
+fn mock_cluster_totals_are_exact_across_sigkill_restarts_with_a_changelog_topic() {
+    survives_sigkill(&Cluster::mock(), Store::Changelog, 40_000, 4);
 }
 
 #[test]
@@ -476,13 +554,22 @@ fn broker_totals_are_exact_across_ten_sigkill_restarts_of_two_million_events() {
     let Some(cluster) = Cluster::real() else {
         return;
     };
-    survives_sigkill(&cluster, 2_000_000, 10);
+    survives_sigkill(&cluster, Store::Changelog, 2_000_000, 10);
 }
 
 #[test]
 fn clean_restart_resumes_from_committed_checkpoints_without_reprocessing() {
+    resumes_without_reprocessing(Store::Dir);
+}
+
+#[test]
+fn clean_restart_from_a_changelog_topic_resumes_without_reprocessing() {
+    resumes_without_reprocessing(Store::Changelog);
+}
+
+fn resumes_without_reprocessing(store: Store) {
     let cluster = Cluster::mock();
-    let setup = Setup::new(&cluster, "restart");
+    let setup = Setup::with_store(&cluster, "restart", store);
     let input = setup.produce(20_000);
     let want = Reference::compute(&input);
     let (first, _) = setup.run_to_end(&[]);
@@ -509,6 +596,14 @@ fn clean_restart_resumes_from_committed_checkpoints_without_reprocessing() {
             "partition {}: committed offset == checkpoint offset",
             e.partition()
         );
+        if store == Store::Changelog {
+            // Where the next owner starts reading the partition's chain.
+            assert!(
+                e.metadata().starts_with("gmv-changelog-from="),
+                "{:?}",
+                e.metadata()
+            );
+        }
     }
 
     let (second, stderr) = setup.run_to_end(&[]);
@@ -549,6 +644,97 @@ fn corrupt_checkpoint_is_set_aside_and_totals_stay_exact() {
     );
     check_report(&report, &want, &setup.thresholds);
     assert!(Path::new(&format!("{}.corrupt", newest.display())).exists());
+}
+
+/// Overwrites chunk 0 of partition 0's newest changelog link (or of every
+/// live link) with a damaged copy; returns the keys overwritten.
+fn damage_changelog(setup: &Setup, every_link: bool) -> Vec<String> {
+    let prefix = format!("{}/0/", setup.topic("in"));
+    // The latest record per key, as compaction would keep.
+    let mut latest: BTreeMap<String, (Vec<u8>, HashMap<String, String>)> = BTreeMap::new();
+    for (key, payload, headers) in setup.read_topic(&setup.topic("changelog")) {
+        if key.starts_with(&prefix) && key.ends_with("/0") {
+            latest.insert(key, (payload, headers));
+        }
+    }
+    latest.retain(|_, (payload, _)| !payload.is_empty());
+    assert!(!latest.is_empty(), "a checkpoint of partition 0");
+    let victims: Vec<_> = if every_link {
+        latest.into_iter().collect()
+    } else {
+        latest.into_iter().next_back().into_iter().collect()
+    };
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &setup.brokers)
+        .create()
+        .expect("producer");
+    let mut keys = Vec::new();
+    for (key, (mut payload, headers)) in victims {
+        let middle = payload.len() / 2;
+        payload[middle] ^= 0x5a;
+        let mut record_headers = OwnedHeaders::new();
+        for (name, value) in &headers {
+            record_headers = record_headers.insert(Header {
+                key: name,
+                value: Some(value.as_str()),
+            });
+        }
+        producer
+            .send(
+                BaseRecord::to(&setup.topic("changelog"))
+                    .partition(0)
+                    .key(&key)
+                    .payload(&payload)
+                    .headers(record_headers),
+            )
+            .expect("queued");
+        keys.push(key);
+    }
+    producer.flush(Duration::from_secs(10)).expect("delivered");
+    keys
+}
+
+#[test]
+fn corrupt_changelog_record_is_set_aside_and_totals_stay_exact() {
+    let cluster = Cluster::mock();
+    let setup = Setup::with_store(&cluster, "corrupt-log", Store::Changelog);
+    let input = setup.produce(20_000);
+    let want = Reference::compute(&input);
+    setup.run_to_end(&[]);
+    let damaged = damage_changelog(&setup, false);
+
+    let (report, stderr) = setup.run_to_end(&[]);
+    let link = damaged[0].trim_end_matches("/0");
+    assert!(
+        stderr.contains("checksum mismatch") && stderr.contains(link),
+        "{stderr}"
+    );
+    check_report(&report, &want, &setup.thresholds);
+}
+
+#[test]
+fn a_changelog_with_no_usable_checkpoint_is_read_whole_then_the_log_replayed() {
+    let cluster = Cluster::mock();
+    let setup = Setup::with_store(&cluster, "ruined-log", Store::Changelog);
+    let input = setup.produce(20_000);
+    let want = Reference::compute(&input);
+    setup.run_to_end(&[]);
+    let damaged = damage_changelog(&setup, true);
+
+    let (report, stderr) = setup.run_to_end(&[]);
+    // The commit named where partition 0's chain starts; nothing after it
+    // was usable, so the whole changelog was read, and then the log.
+    assert!(
+        stderr.contains("reading the changelog from its beginning"),
+        "{stderr}"
+    );
+    for key in &damaged {
+        assert!(
+            stderr.contains(key.trim_end_matches("/0")),
+            "{key}: {stderr}"
+        );
+    }
+    check_report(&report, &want, &setup.thresholds);
 }
 
 #[test]
@@ -596,7 +782,8 @@ fn rebalance_after_one_of_three_processes_dies_keeps_the_global_view_exact() {
     let Some(cluster) = Cluster::real() else {
         return;
     };
-    let setup = Setup::new(&cluster, "rebalance");
+    // A changelog topic: the survivors share no directory with the victim.
+    let setup = Setup::with_store(&cluster, "rebalance", Store::Changelog);
     let input = setup.produce(600_000);
     let want = Reference::compute(&input);
     // One member each; idle long enough to outlast the dead member's session.
