@@ -15,7 +15,7 @@
 #
 #   scripts/bench-kafka.sh                                # both phases, defaults
 #   BENCH_EVENTS=2000000 BENCH_PHASES=throughput scripts/bench-kafka.sh
-#   BENCH_COMPARE_CHECKPOINTS=1 scripts/bench-kafka.sh    # checkpoints on vs off
+#   BENCH_COMPARE_CHECKPOINTS=1 scripts/bench-kafka.sh    # checkpoints dir vs topic vs off
 #
 # Environment (defaults):
 #   BENCH_EVENTS=10000000          records preloaded for the throughput phase
@@ -23,9 +23,11 @@
 #   BENCH_LATENCY_RATE=256000      produce rate in the latency phase, records/s
 #   BENCH_PHASES=throughput,latency
 #   BENCH_LATENCY_IDLE=10s         --exit-when-idle of the latency run (see below)
-#   BENCH_CHECKPOINTS=on           off: GMV__KAFKA__CHECKPOINT__INTERVAL=1h
-#   BENCH_COMPARE_CHECKPOINTS=0    1: drain the preloaded topic twice (on, then
-#                                  off; separate consumer groups, same broker)
+#   BENCH_CHECKPOINTS=on           on: a checkpoint directory; topic: a changelog
+#                                  topic (kafka.checkpoint.store = "topic");
+#                                  off: GMV__KAFKA__CHECKPOINT__INTERVAL=1h
+#   BENCH_COMPARE_CHECKPOINTS=0    1: drain the preloaded topic three times (on,
+#                                  topic, off; separate groups, same broker)
 #   BENCH_WORKERS=0                gmv run --workers (0 = one per core)
 #   BENCH_PUBLISH_INTERVAL=        gmv run --publish-interval (empty = config)
 #   BENCH_SEED=11                  generate --seed
@@ -45,6 +47,7 @@ LAT_EVENTS=${BENCH_LATENCY_EVENTS:-$((LAT_RATE * 30))}
 PHASES=${BENCH_PHASES:-throughput,latency}
 CHECKPOINTS=${BENCH_CHECKPOINTS:-on}
 COMPARE=${BENCH_COMPARE_CHECKPOINTS:-0}
+[[ $CHECKPOINTS =~ ^(on|topic|off)$ ]] || { echo "bench-kafka: BENCH_CHECKPOINTS must be on, topic or off (got $CHECKPOINTS)" >&2; exit 2; }
 WORKERS=${BENCH_WORKERS:-0}
 PUBLISH_INTERVAL=${BENCH_PUBLISH_INTERVAL:-}
 SEED=${BENCH_SEED:-11}
@@ -312,6 +315,16 @@ PY
   [[ ${BENCH_KEEP_CHECKPOINTS:-0} == 1 ]] || rm -rf "$dir/checkpoints"
 }
 
+# The environment of checkpoint mode $1 (on, topic, off) for run label $2.
+checkpoint_env() {
+  case $1 in
+    on) ;;
+    topic) echo "GMV__KAFKA__CHECKPOINT__STORE=topic GMV__KAFKA__CHECKPOINT__TOPIC=bench-changelog-$2-$$" ;;
+    off) echo "GMV__KAFKA__CHECKPOINT__INTERVAL=1h" ;;
+    *) die "BENCH_CHECKPOINTS must be on, topic or off (got $1)" ;;
+  esac
+}
+
 # --- machine -------------------------------------------------------------------
 echo "== machine"
 echo "  $(nproc) cores; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //');" \
@@ -327,13 +340,12 @@ if [[ ,$PHASES, == *,throughput,* ]]; then
   produce throughput-generate "$EVENTS" 0
   echo "  broker RSS after preload: $(broker_rss_mib) MiB"
   if ((COMPARE)); then
-    modes=(on off)
+    modes=(on topic off)
   else
     modes=("$CHECKPOINTS")
   fi
   for mode in "${modes[@]}"; do
-    envs=()
-    [[ $mode == off ]] && envs+=(GMV__KAFKA__CHECKPOINT__INTERVAL=1h)
+    envs=($(checkpoint_env "$mode" "throughput-$mode"))
     echo "-- gmv run, checkpoints $mode${envs[*]:+ (${envs[*]})}"
     run_consumer "throughput-ck-$mode" "" "$IDLE" "${envs[@]}" || log "gmv run exited non-zero (see $OUT/throughput-ck-$mode/stderr.log)"
     summarize "throughput-ck-$mode" throughput "$IDLE"
@@ -346,8 +358,7 @@ fi
 if [[ ,$PHASES, == *,latency,* ]]; then
   echo "== latency: gmv run first (--exit-when-idle $LAT_IDLE), once every member is assigned generate $LAT_EVENTS records at $LAT_RATE/s"
   broker_start
-  envs=()
-  [[ $CHECKPOINTS == off ]] && envs+=(GMV__KAFKA__CHECKPOINT__INTERVAL=1h)
+  envs=($(checkpoint_env "$CHECKPOINTS" latency))
   ready=$OUT/latency.ready
   rm -f "$ready"
   run_consumer latency "$ready" "$LAT_IDLE" "${envs[@]}" &
