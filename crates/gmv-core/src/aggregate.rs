@@ -15,19 +15,65 @@ use crate::money::Fen;
 use crate::time::{EpochMillis, Window};
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use std::cmp::Reverse;
+use std::borrow::{Borrow, Cow};
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{
+    AtomicI64, AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 /// One merchant's running figures.
+///
+/// The channel split is kept as the GMV *not* on the mobile channel, so the
+/// usual (mobile, about 90%) event costs two atomic adds rather than three:
+/// on x86 each is a locked instruction that waits for earlier stores to
+/// drain. Mobile GMV is `gmv - other_gmv` when read.
 #[derive(Debug, Default)]
-pub struct MerchantStats {
+struct MerchantStats {
     /// Window GMV, fen.
-    pub gmv: AtomicU64,
-    /// Window GMV on the mobile channel, fen.
-    pub mobile_gmv: AtomicU64,
+    gmv: AtomicU64,
+    /// Window GMV on every channel but mobile, fen. Added after `gmv` with
+    /// release ordering and loaded before it with acquire ordering, so a
+    /// reader never sees more of it than of `gmv`.
+    other_gmv: AtomicU64,
     /// Counted transactions.
-    pub transactions: AtomicU64,
+    transactions: AtomicU64,
+}
+
+impl MerchantStats {
+    /// Counts one event and returns the GMV before it.
+    #[inline]
+    fn add(&self, fen: Fen, mobile: bool) -> Fen {
+        let previous = self.gmv.fetch_add(fen, Relaxed);
+        self.transactions.fetch_add(1, Relaxed);
+        if !mobile {
+            self.other_gmv.fetch_add(fen, Release);
+        }
+        previous
+    }
+
+    /// Adds figures counted elsewhere; `None` if they claim more mobile GMV
+    /// than GMV.
+    fn absorb(&self, gmv: Fen, mobile_gmv: Fen, transactions: u64) -> Option<()> {
+        let other = gmv.checked_sub(mobile_gmv)?;
+        self.gmv.fetch_add(gmv, Relaxed);
+        self.other_gmv.fetch_add(other, Release);
+        self.transactions.fetch_add(transactions, Relaxed);
+        Some(())
+    }
+
+    /// (GMV, mobile GMV, transactions) now.
+    fn load(&self) -> (Fen, Fen, u64) {
+        let other = self.other_gmv.load(Acquire);
+        let gmv = self.gmv.load(Relaxed);
+        (
+            gmv,
+            gmv.saturating_sub(other),
+            self.transactions.load(Relaxed),
+        )
+    }
 }
 
 /// A threshold crossing: announced once per (merchant, threshold).
@@ -77,7 +123,85 @@ pub struct MerchantFigures {
     pub transactions: u64,
 }
 
-type MerchantMap = DashMap<Box<str>, MerchantStats, ahash::RandomState>;
+type MerchantMap = DashMap<MerchantKey, MerchantStats, ahash::RandomState>;
+
+/// Longest merchant id kept inside the map slot itself.
+const INLINE_ID_BYTES: usize = 22;
+
+/// A merchant id as the map's key. Ids up to [`INLINE_ID_BYTES`] (the usual
+/// `m-000123` is 8) live in the slot, so the per-event lookup compares bytes
+/// already in the cache line it probed instead of following a pointer to a
+/// separate allocation (one cache miss less for a cold merchant, and no
+/// allocation per merchant). Longer ids are boxed. Keys are looked up by
+/// their bytes: they were `&str`, so the bytes are always UTF-8.
+#[derive(Clone)]
+enum MerchantKey {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_ID_BYTES],
+    },
+    Boxed(Box<[u8]>),
+}
+
+impl MerchantKey {
+    fn new(id: &str) -> Self {
+        let id = id.as_bytes();
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() <= INLINE_ID_BYTES => {
+                let mut bytes = [0; INLINE_ID_BYTES];
+                bytes[..id.len()].copy_from_slice(id);
+                MerchantKey::Inline { len, bytes }
+            }
+            _ => MerchantKey::Boxed(id.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            MerchantKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            MerchantKey::Boxed(bytes) => bytes,
+        }
+    }
+
+    /// The id as text (always borrowed: the bytes came from a `&str`).
+    fn to_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.as_bytes())
+    }
+}
+
+impl Borrow<[u8]> for MerchantKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+/// Hashes as its bytes, as `Borrow<[u8]>` requires.
+impl Hash for MerchantKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for MerchantKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for MerchantKey {}
+
+/// Byte order, which is `str` order for UTF-8.
+impl Ord for MerchantKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl PartialOrd for MerchantKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// The shared aggregation state of one engine (or one Kafka partition).
 pub struct Aggregator {
@@ -134,14 +258,14 @@ impl Aggregator {
 
     /// Adds to a merchant and reports the thresholds this update crossed.
     fn add_to_merchant(&self, merchant_id: &str, fen: Fen, mobile: bool, at: EpochMillis) {
-        let previous = match self.merchants.get(merchant_id) {
-            Some(stats) => add_to(&stats, fen, mobile),
-            // First sighting of a merchant: the one allocation per merchant.
-            None => add_to(
-                &self.merchants.entry(merchant_id.into()).or_default(),
-                fen,
-                mobile,
-            ),
+        let previous = match self.merchants.get(merchant_id.as_bytes()) {
+            Some(stats) => stats.add(fen, mobile),
+            // First sighting of a merchant.
+            None => self
+                .merchants
+                .entry(MerchantKey::new(merchant_id))
+                .or_default()
+                .add(fen, mobile),
         };
         let after = previous + fen;
         for &threshold in self.thresholds.iter() {
@@ -202,7 +326,7 @@ impl Aggregator {
     /// One merchant's figures.
     pub fn merchant(&self, merchant_id: &str) -> Option<MerchantFigures> {
         self.merchants
-            .get(merchant_id)
+            .get(merchant_id.as_bytes())
             .map(|s| figures_of(merchant_id, &s))
     }
 
@@ -210,7 +334,7 @@ impl Aggregator {
     pub fn merchants(&self) -> Vec<MerchantFigures> {
         self.merchants
             .iter()
-            .map(|e| figures_of(e.key(), e.value()))
+            .map(|e| figures_of(&e.key().to_text(), e.value()))
             .collect()
     }
 
@@ -245,13 +369,11 @@ impl Aggregator {
     /// announced where they happened, not re-detected.
     pub fn absorb(&self, part: &AggregateState) -> Result<(), &'static str> {
         for m in &part.merchants {
-            let stats = self
-                .merchants
-                .entry(m.merchant_id.as_str().into())
-                .or_default();
-            stats.gmv.fetch_add(m.gmv, Relaxed);
-            stats.mobile_gmv.fetch_add(m.mobile_gmv, Relaxed);
-            stats.transactions.fetch_add(m.transactions, Relaxed);
+            self.merchants
+                .entry(MerchantKey::new(&m.merchant_id))
+                .or_default()
+                .absorb(m.gmv, m.mobile_gmv, m.transactions)
+                .ok_or("a merchant's mobile GMV exceeds its GMV")?;
         }
         for &(second, count) in &part.per_second {
             self.per_second
@@ -282,13 +404,12 @@ impl Aggregator {
             threshold_merchants: vec![0; self.thresholds.len()],
             ..Summary::default()
         };
-        let mut top: BinaryHeap<Reverse<(Fen, Box<str>)>> = BinaryHeap::with_capacity(top_n + 1);
+        let mut top: BinaryHeap<Reverse<(Fen, MerchantKey)>> = BinaryHeap::with_capacity(top_n + 1);
         for entry in self.merchants.iter() {
-            let stats = entry.value();
-            let gmv = stats.gmv.load(Relaxed);
+            let (gmv, mobile_gmv, transactions) = entry.value().load();
             summary.gmv += gmv;
-            summary.mobile_gmv += stats.mobile_gmv.load(Relaxed);
-            summary.transactions += stats.transactions.load(Relaxed);
+            summary.mobile_gmv += mobile_gmv;
+            summary.transactions += transactions;
             summary.merchants += 1;
             for (count, &threshold) in summary
                 .threshold_merchants
@@ -310,7 +431,7 @@ impl Aggregator {
         top.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         summary.top = top
             .into_iter()
-            .filter_map(|(_, id)| self.merchant(&id))
+            .filter_map(|(_, id)| self.merchant(&id.to_text()))
             .collect();
         let (peak_tps, peak_second) = peak(&self.per_second);
         summary.peak_tps = peak_tps;
@@ -331,21 +452,13 @@ impl Aggregator {
     }
 }
 
-fn add_to(stats: &MerchantStats, fen: Fen, mobile: bool) -> Fen {
-    let previous = stats.gmv.fetch_add(fen, Relaxed);
-    stats.transactions.fetch_add(1, Relaxed);
-    if mobile {
-        stats.mobile_gmv.fetch_add(fen, Relaxed);
-    }
-    previous
-}
-
 fn figures_of(merchant_id: &str, stats: &MerchantStats) -> MerchantFigures {
+    let (gmv, mobile_gmv, transactions) = stats.load();
     MerchantFigures {
         merchant_id: merchant_id.to_owned(),
-        gmv: stats.gmv.load(Relaxed),
-        mobile_gmv: stats.mobile_gmv.load(Relaxed),
-        transactions: stats.transactions.load(Relaxed),
+        gmv,
+        mobile_gmv,
+        transactions,
     }
 }
 

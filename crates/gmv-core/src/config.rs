@@ -72,7 +72,8 @@ impl Default for MoneyConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupConfig {
-    /// Hard bound on ids held (about 29 bytes each when full).
+    /// Hard bound on ids held; the tables take at most
+    /// [`crate::dedup::max_allocated_bytes`] for it (28 to 42 bytes per id).
     pub max_ids: usize,
     /// Optional event-time retention, e.g. `"2h"`: ids are kept at least this long.
     #[serde(with = "humantime_serde")]

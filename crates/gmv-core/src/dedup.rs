@@ -14,11 +14,11 @@
 //! later ids (per shard, on average) and at least `retention` of event time,
 //! and never more than `max_ids` ids are held in all.
 
+use crate::spin::SpinLock;
 use crate::state::{DedupJournal, DedupShardState, DedupState, StateError};
 use crate::time::EpochMillis;
-use hashbrown::HashMap;
-use parking_lot::Mutex;
-use std::hash::{BuildHasher, Hasher};
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 use std::time::Duration;
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -33,42 +33,80 @@ pub enum Verdict {
     Conflict,
 }
 
-/// Bytes one retained id costs in a full table: 16-byte key, 8-byte
-/// fingerprint and 1 control byte, at hashbrown's 7/8 maximum load.
-pub const BYTES_PER_ID_AT_FULL_LOAD: usize = (16 + 8 + 1) * 8 / 7;
+/// Bytes one retained id costs in a full table: a 24-byte slot (the 16-byte
+/// key as two `u64`s, so the slot needs no 16-byte alignment, and the 8-byte
+/// fingerprint) and 1 control byte, at hashbrown's 7/8 maximum load.
+pub const BYTES_PER_ID_AT_FULL_LOAD: usize = (std::mem::size_of::<Slot>() + 1) * 8 / 7;
 
 const SHARDS: usize = 64;
 
-/// The key is already a uniform hash: use its low bits as the table hash.
-#[derive(Clone, Copy, Default)]
-struct PassThrough;
+/// Control bytes and alignment padding a table adds beyond one control byte
+/// per bucket (hashbrown's group width is 16 with SSE2, 8 elsewhere; the
+/// slot array is padded to the same alignment).
+const TABLE_OVERHEAD_BYTES: usize = 2 * 16;
 
-#[derive(Default)]
-struct PassThroughHasher(u64);
+/// The most the id tables of a `DedupSet::new(max_ids, _)` can allocate: every
+/// shard's two generations at the bucket count a full generation needs.
+/// Bucket counts are powers of two, so this is between 1 and 2 times
+/// `max_ids * BYTES_PER_ID_AT_FULL_LOAD` (20M ids: 800 MiB).
+pub fn max_allocated_bytes(max_ids: usize) -> usize {
+    let buckets = buckets_for(generation_cap(max_ids));
+    SHARDS * 2 * (buckets * (std::mem::size_of::<Slot>() + 1) + TABLE_OVERHEAD_BYTES)
+}
 
-impl Hasher for PassThroughHasher {
-    fn finish(&self) -> u64 {
-        self.0
+/// Ids per generation per shard.
+fn generation_cap(max_ids: usize) -> usize {
+    (max_ids / SHARDS / 2).max(1)
+}
+
+/// The bucket count hashbrown gives a table holding `items` (its load
+/// factor is at most 7/8, and small tables have 4 or 8 buckets).
+fn buckets_for(items: usize) -> usize {
+    match items {
+        0..4 => 4,
+        4..8 => 8,
+        _ => (items * 8 / 7).next_power_of_two(),
     }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u128 keys are hashed here; keep a sane fallback anyway.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+}
+
+/// One retained id. The key is kept as two halves rather than a `u128`,
+/// whose 16-byte alignment would pad the slot to 32 bytes.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// Low half of the key: already a uniform hash, so it is the table hash.
+    lo: u64,
+    /// High half of the key; its low bits also pick the shard.
+    hi: u64,
+    fingerprint: u64,
+}
+
+impl Slot {
+    fn new(key: u128, fingerprint: u64) -> Self {
+        Self {
+            lo: key as u64,
+            hi: (key >> 64) as u64,
+            fingerprint,
         }
     }
-    fn write_u128(&mut self, key: u128) {
-        self.0 = key as u64;
+
+    fn key(&self) -> u128 {
+        u128::from(self.hi) << 64 | u128::from(self.lo)
+    }
+
+    /// The table hash of a slot being moved by a resize.
+    fn hash(&self) -> u64 {
+        self.lo
     }
 }
 
-impl BuildHasher for PassThrough {
-    type Hasher = PassThroughHasher;
-    fn build_hasher(&self) -> PassThroughHasher {
-        PassThroughHasher::default()
-    }
-}
+type IdTable = HashTable<Slot>;
 
-type IdTable = HashMap<u128, u64, PassThrough>;
+/// The fingerprint stored under `key` in `table`, if any.
+fn fingerprint_in(table: &IdTable, key: u128) -> Option<u64> {
+    table
+        .find(key as u64, |s| s.key() == key)
+        .map(|s| s.fingerprint)
+}
 
 struct Generations {
     current: IdTable,
@@ -82,7 +120,7 @@ struct Generations {
 
 /// A sharded, bounded, exact set of recent transaction ids.
 pub struct DedupSet {
-    shards: Box<[Mutex<Generations>]>,
+    shards: Box<[SpinLock<Generations>]>,
     generation_cap: usize,
     retention_ms: Option<i64>,
 }
@@ -91,12 +129,12 @@ impl DedupSet {
     /// A set that holds at most `max_ids` ids and, if `retention` is set,
     /// rotates generations at least that often in event time.
     pub fn new(max_ids: usize, retention: Option<Duration>) -> Self {
-        let generation_cap = (max_ids / SHARDS / 2).max(1);
+        let generation_cap = generation_cap(max_ids);
         let shards = (0..SHARDS)
             .map(|_| {
-                Mutex::new(Generations {
-                    current: IdTable::with_hasher(PassThrough),
-                    previous: IdTable::with_hasher(PassThrough),
+                SpinLock::new(Generations {
+                    current: IdTable::new(),
+                    previous: IdTable::new(),
                     current_since: None,
                     journal: None,
                 })
@@ -121,43 +159,102 @@ impl DedupSet {
 
     /// [`Self::check_and_insert`] with a precomputed key.
     pub fn check_and_insert_key(&self, key: u128, fingerprint: u64, at: EpochMillis) -> Verdict {
-        let shard = &self.shards[(key >> 64) as usize % SHARDS];
-        let mut gens = shard.lock();
-        if let Some(&seen) = gens.current.get(&key).or_else(|| gens.previous.get(&key)) {
-            return if seen == fingerprint {
+        self.check_count_insert_key(key, fingerprint, at, || {})
+    }
+
+    /// [`Self::check_and_insert`] that also runs `count` for a new id, before
+    /// the id is stored and while its shard is still locked: no other thread
+    /// can decide about the same id meanwhile, so the id is counted exactly
+    /// once, and the store into the table (usually a cache miss) is left to
+    /// finish after `count` rather than delay its atomic updates, each of
+    /// which would wait for it.
+    pub fn check_count_insert(
+        &self,
+        txn_id: &str,
+        fingerprint: u64,
+        at: EpochMillis,
+        count: impl FnOnce(),
+    ) -> Verdict {
+        self.check_count_insert_key(Self::key(txn_id), fingerprint, at, count)
+    }
+
+    fn check_count_insert_key(
+        &self,
+        key: u128,
+        fingerprint: u64,
+        at: EpochMillis,
+        count: impl FnOnce(),
+    ) -> Verdict {
+        let verdict = |seen: u64| {
+            if seen == fingerprint {
                 Verdict::Duplicate
             } else {
                 Verdict::Conflict
-            };
+            }
+        };
+        let shard = &self.shards[(key >> 64) as usize % SHARDS];
+        let mut guard = shard.lock();
+        let gens = &mut *guard;
+        if self.rotation_due(gens, at) {
+            // Rare: look up without reserving room in a table about to
+            // become the previous generation, then take the general path.
+            if let Some(seen) =
+                fingerprint_in(&gens.current, key).or_else(|| fingerprint_in(&gens.previous, key))
+            {
+                return verdict(seen);
+            }
+            count();
+            self.insert_new(gens, key, fingerprint, at);
+            return Verdict::New;
         }
-        self.insert_new(&mut gens, key, fingerprint, at);
-        Verdict::New
+        // Usual case: one probe of `current` finds the id or the slot it goes in.
+        match gens
+            .current
+            .entry(key as u64, |s| s.key() == key, Slot::hash)
+        {
+            Entry::Occupied(seen) => verdict(seen.get().fingerprint),
+            Entry::Vacant(slot) => {
+                if let Some(seen) = fingerprint_in(&gens.previous, key) {
+                    return verdict(seen);
+                }
+                count();
+                slot.insert(Slot::new(key, fingerprint));
+                gens.current_since.get_or_insert(at);
+                if let Some(journal) = &mut gens.journal {
+                    journal.push((key, fingerprint, at));
+                }
+                Verdict::New
+            }
+        }
     }
 
     /// The one insertion rule, shared by live inserts and journal replay so
-    /// that a replay rebuilds the same generations.
+    /// that a replay rebuilds the same generations. (The fast path in
+    /// [`Self::check_and_insert_key`] is this rule when no rotation is due.)
     fn insert_new(&self, gens: &mut Generations, key: u128, fingerprint: u64, at: EpochMillis) {
-        self.rotate_if_due(gens, at);
-        gens.current.insert(key, fingerprint);
+        if self.rotation_due(gens, at) {
+            // Reuse the dropped generation's allocation for the new one.
+            let mut recycled = std::mem::replace(&mut gens.previous, IdTable::new());
+            recycled.clear();
+            gens.previous = std::mem::replace(&mut gens.current, recycled);
+            gens.current_since = Some(at);
+        }
+        gens.current_since.get_or_insert(at);
+        gens.current
+            .insert_unique(key as u64, Slot::new(key, fingerprint), Slot::hash);
         if let Some(journal) = &mut gens.journal {
             journal.push((key, fingerprint, at));
         }
     }
 
-    fn rotate_if_due(&self, gens: &mut Generations, at: EpochMillis) {
-        let since = *gens.current_since.get_or_insert(at);
-        let full = gens.current.len() >= self.generation_cap;
-        let aged = self
-            .retention_ms
-            .is_some_and(|retention| at.saturating_sub(since) >= retention);
-        if full || aged {
-            // Reuse the dropped generation's allocation for the new one.
-            let mut recycled =
-                std::mem::replace(&mut gens.previous, IdTable::with_hasher(PassThrough));
-            recycled.clear();
-            gens.previous = std::mem::replace(&mut gens.current, recycled);
-            gens.current_since = Some(at);
-        }
+    /// Whether inserting a new id at event time `at` first rotates the
+    /// generations: `current` is full, or has aged past the retention.
+    fn rotation_due(&self, gens: &Generations, at: EpochMillis) -> bool {
+        let since = gens.current_since.unwrap_or(at);
+        gens.current.len() >= self.generation_cap
+            || self
+                .retention_ms
+                .is_some_and(|retention| at.saturating_sub(since) >= retention)
     }
 
     /// Ids held now.
@@ -228,7 +325,7 @@ impl DedupSet {
 
     /// The whole set, for a base checkpoint.
     pub fn state(&self) -> DedupState {
-        let copy = |t: &IdTable| t.iter().map(|(k, v)| (*k, *v)).collect();
+        let copy = |t: &IdTable| t.iter().map(|s| (s.key(), s.fingerprint)).collect();
         DedupState {
             shards: self
                 .shards
@@ -251,11 +348,24 @@ impl DedupSet {
             return Err(StateError::Invalid("dedup shard count differs"));
         }
         for (shard, saved) in self.shards.iter().zip(&state.shards) {
-            let mut g = shard.lock();
-            g.current.clear();
-            g.current.extend(saved.current.iter().copied());
-            g.previous.clear();
-            g.previous.extend(saved.previous.iter().copied());
+            let mut guard = shard.lock();
+            let g = &mut *guard;
+            for (table, saved) in [
+                (&mut g.current, &saved.current),
+                (&mut g.previous, &saved.previous),
+            ] {
+                table.clear();
+                table.reserve(saved.len(), Slot::hash);
+                for &(key, fingerprint) in saved {
+                    // A repeated key keeps its last fingerprint, as a map's `extend` would.
+                    match table.entry(key as u64, |s| s.key() == key, Slot::hash) {
+                        Entry::Occupied(mut seen) => seen.get_mut().fingerprint = fingerprint,
+                        Entry::Vacant(slot) => {
+                            slot.insert(Slot::new(key, fingerprint));
+                        }
+                    }
+                }
+            }
             g.current_since = saved.current_since;
             if let Some(journal) = &mut g.journal {
                 journal.clear();
@@ -270,6 +380,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_retained_id_costs_what_the_docs_say() {
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
+        assert_eq!(BYTES_PER_ID_AT_FULL_LOAD, 28);
+    }
+
+    #[test]
     fn second_sighting_is_duplicate_or_conflict() {
         let set = DedupSet::new(1000, None);
         assert_eq!(set.check_and_insert("t1", 7, 0), Verdict::New);
@@ -277,6 +393,26 @@ mod tests {
         assert_eq!(set.check_and_insert("t1", 8, 0), Verdict::Conflict);
         assert_eq!(set.check_and_insert("t2", 7, 0), Verdict::New);
         assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn allocation_stays_within_the_stated_bound_when_full() {
+        for max_ids in [1, 64 * 7, 64 * 100, 64 * 2_000 + 77] {
+            let set = DedupSet::new(max_ids, None);
+            for i in 0..max_ids * 3 {
+                set.check_and_insert(&format!("txn-{i}"), 1, 0);
+            }
+            let bound = max_allocated_bytes(max_ids);
+            assert!(
+                set.allocated_bytes() <= bound,
+                "{max_ids} ids: {} > {bound}",
+                set.allocated_bytes()
+            );
+            // The bound is not loose beyond the power-of-two rounding.
+            if max_ids >= 64 * 100 {
+                assert!(set.allocated_bytes() * 2 >= bound, "{max_ids} ids");
+            }
+        }
     }
 
     #[test]

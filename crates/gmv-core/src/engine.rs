@@ -371,32 +371,31 @@ impl Worker<'_> {
                 "settled_at is outside the festival window",
             ));
         }
-        match self
-            .engine
-            .dedup
-            .check_and_insert(&event.txn_id, event.fingerprint, event.settled_at)
-        {
-            Verdict::New => {}
-            Verdict::Duplicate => {
-                return Err(Rejection::new(
-                    Reason::Duplicate,
-                    "txn_id already counted with the same content",
-                ))
-            }
-            Verdict::Conflict => {
-                return Err(Rejection::new(
-                    Reason::Conflict,
-                    "txn_id already counted with different content",
-                ))
-            }
-        }
-        self.tally.add(
-            &event.merchant_id,
-            event.amount_fen,
-            event.mobile,
+        let tally = &mut self.tally;
+        let verdict = self.engine.dedup.check_count_insert(
+            &event.txn_id,
+            event.fingerprint,
             event.settled_at,
+            || {
+                tally.add(
+                    &event.merchant_id,
+                    event.amount_fen,
+                    event.mobile,
+                    event.settled_at,
+                )
+            },
         );
-        Ok(())
+        match verdict {
+            Verdict::New => Ok(()),
+            Verdict::Duplicate => Err(Rejection::new(
+                Reason::Duplicate,
+                "txn_id already counted with the same content",
+            )),
+            Verdict::Conflict => Err(Rejection::new(
+                Reason::Conflict,
+                "txn_id already counted with different content",
+            )),
+        }
     }
 
     /// Publishes this worker's batched counters.

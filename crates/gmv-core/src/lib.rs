@@ -28,6 +28,7 @@ pub mod output;
 pub mod reject;
 mod scan;
 pub mod sink;
+mod spin;
 pub mod state;
 pub mod time;
 

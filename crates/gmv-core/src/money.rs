@@ -47,37 +47,29 @@ pub fn parse_minor_units(text: &str) -> Result<u64, AmountError> {
     }
 }
 
-/// The fast path: `^[0-9]{1,15}(\.[0-9]{1,2})?$`.
+/// The fast path: `^[0-9]{1,15}(\.[0-9]{1,2})?$`, in one pass.
 fn parse_plain(bytes: &[u8]) -> Option<u64> {
-    let (int_part, frac_part) = match bytes.iter().position(|&b| b == b'.') {
-        Some(dot) => (&bytes[..dot], &bytes[dot + 1..]),
-        None => (bytes, &b""[..]),
-    };
-    if int_part.is_empty() || int_part.len() > FAST_MAX_INT_DIGITS {
-        return None;
-    }
-    let has_dot = int_part.len() != bytes.len();
-    if has_dot && (frac_part.is_empty() || frac_part.len() > 2) {
-        return None;
-    }
     let mut units: u64 = 0;
-    for &b in int_part {
-        if !b.is_ascii_digit() {
+    let mut rest = bytes;
+    while let [digit @ b'0'..=b'9', tail @ ..] = rest {
+        if bytes.len() - tail.len() > FAST_MAX_INT_DIGITS {
             return None;
         }
-        units = units * 10 + u64::from(b - b'0');
+        units = units * 10 + u64::from(digit - b'0');
+        rest = tail;
     }
-    let mut frac: u64 = 0;
-    for &b in frac_part {
-        if !b.is_ascii_digit() {
-            return None;
+    if rest.len() == bytes.len() {
+        return None;
+    }
+    let hundredths = match *rest {
+        [] => 0,
+        [b'.', tenths @ b'0'..=b'9'] => u64::from(tenths - b'0') * 10,
+        [b'.', tenths @ b'0'..=b'9', cents @ b'0'..=b'9'] => {
+            u64::from(tenths - b'0') * 10 + u64::from(cents - b'0')
         }
-        frac = frac * 10 + u64::from(b - b'0');
-    }
-    if frac_part.len() == 1 {
-        frac *= 10;
-    }
-    Some(units * 100 + frac)
+        _ => return None,
+    };
+    Some(units * 100 + hundredths)
 }
 
 /// The general path, through `rust_decimal`, for text the fast path declines.
@@ -234,6 +226,23 @@ mod tests {
         fn fast_path_agrees_with_rust_decimal(int in "[0-9]{1,15}", frac in proptest::option::of("[0-9]{1,2}")) {
             let text = match &frac { Some(f) => format!("{int}.{f}"), None => int.clone() };
             prop_assert_eq!(parse_minor_units(&text), parse_decimal(&text));
+        }
+
+        #[test]
+        fn fast_path_declines_what_it_does_not_own(text in "[0-9.]{0,20}") {
+            // Exactly `[0-9]{1,15}(\.[0-9]{1,2})?` is taken; the rest goes to rust_decimal.
+            let plain = text.split_once('.').map_or(
+                (1..=FAST_MAX_INT_DIGITS).contains(&text.len()),
+                |(int, frac)| {
+                    (1..=FAST_MAX_INT_DIGITS).contains(&int.len())
+                        && (1..=2).contains(&frac.len())
+                        && !frac.contains('.')
+                },
+            );
+            prop_assert_eq!(parse_plain(text.as_bytes()).is_some(), plain);
+            if plain {
+                prop_assert_eq!(parse_minor_units(&text), parse_decimal(&text));
+            }
         }
 
         #[test]

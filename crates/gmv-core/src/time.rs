@@ -21,22 +21,19 @@ pub fn parse_rfc3339_millis(text: &str) -> Option<EpochMillis> {
     })
 }
 
-fn digits(bytes: &[u8]) -> Option<u32> {
-    let mut value = 0u32;
-    for &b in bytes {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        value = value * 10 + u32::from(b - b'0');
-    }
-    Some(value)
+/// The value of the two ASCII digits at `b[at..at + 2]`, or `None`.
+#[inline]
+fn two_digits(b: &[u8], at: usize) -> Option<u32> {
+    let tens = b[at].wrapping_sub(b'0');
+    let ones = b[at + 1].wrapping_sub(b'0');
+    (tens < 10 && ones < 10).then(|| u32::from(tens) * 10 + u32::from(ones))
 }
 
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+fn is_leap(year: u32) -> bool {
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
 }
 
-fn days_in_month(year: i64, month: u32) -> u32 {
+fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
@@ -45,15 +42,19 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
-/// Days from 1970-01-01 to the given civil date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Days from 1970-01-01 to the given civil date of a four-digit year (Howard
+/// Hinnant's algorithm). Counting years from 1 BCE keeps every intermediate
+/// non-negative, so the divisions are plain unsigned ones.
+fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
+    // Years from March of year 0 (so the leap day ends a year): -1..=9999
+    // becomes 399..=10399 after shifting by one 400-year era.
+    let y = u64::from(year) + 400 - u64::from(month <= 2);
+    let m = u64::from(if month > 2 { month - 3 } else { month + 9 });
+    let day_of_year = (153 * m + 2) / 5 + u64::from(day) - 1;
+    let days = y * 365 + y / 4 - y / 100 + y / 400 + day_of_year;
+    // 1970-01-01 is day 865_565 of this count (Hinnant's 719_468 plus the
+    // one era of 146_097 days added above).
+    days as i64 - 865_565
 }
 
 fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
@@ -63,12 +64,12 @@ fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
     if !matches!(b[10], b'T' | b't') {
         return None;
     }
-    let year = i64::from(digits(&b[0..4])?);
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
-    let hour = digits(&b[11..13])?;
-    let minute = digits(&b[14..16])?;
-    let second = digits(&b[17..19])?;
+    let year = two_digits(b, 0)? * 100 + two_digits(b, 2)?;
+    let month = two_digits(b, 5)?;
+    let day = two_digits(b, 8)?;
+    let hour = two_digits(b, 11)?;
+    let minute = two_digits(b, 14)?;
+    let second = two_digits(b, 17)?;
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
@@ -93,9 +94,9 @@ fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
     }
     let offset_minutes: i64 = match rest {
         [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let oh = i64::from(digits(&[*h1, *h2])?);
-            let om = i64::from(digits(&[*m1, *m2])?);
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let oh = i64::from(two_digits(rest, 1)?);
+            let om = i64::from(two_digits(rest, 4)?);
             if oh > 23 || om > 59 {
                 return None;
             }
@@ -120,6 +121,10 @@ fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
 pub struct Window {
     start: DateTime<FixedOffset>,
     end: DateTime<FixedOffset>,
+    /// `start` and `end` as epoch milliseconds, for the per-event checks
+    /// (chrono would recompute them from the calendar fields each time).
+    start_ms: EpochMillis,
+    end_ms: EpochMillis,
 }
 
 /// The longest window the engine keeps per-second counts for (31 days).
@@ -131,7 +136,7 @@ impl Window {
     pub fn new(start: DateTime<FixedOffset>, end: DateTime<FixedOffset>) -> Option<Self> {
         let length = end.timestamp() - start.timestamp();
         let whole = start.timestamp_subsec_nanos() == 0 && end.timestamp_subsec_nanos() == 0;
-        (whole && length > 0 && length <= MAX_WINDOW_SECONDS).then_some(Self { start, end })
+        (whole && length > 0 && length <= MAX_WINDOW_SECONDS).then(|| Self::from_bounds(start, end))
     }
 
     /// 2017-11-11T00:00:00+08:00 to 2017-11-12T00:00:00+08:00.
@@ -141,20 +146,26 @@ impl Window {
             .with_ymd_and_hms(2017, 11, 11, 0, 0, 0)
             .single()
             .expect("a fixed offset has no gaps");
+        Self::from_bounds(start, start + chrono::Duration::days(1))
+    }
+
+    fn from_bounds(start: DateTime<FixedOffset>, end: DateTime<FixedOffset>) -> Self {
         Self {
             start,
-            end: start + chrono::Duration::days(1),
+            end,
+            start_ms: start.timestamp_millis(),
+            end_ms: end.timestamp_millis(),
         }
     }
 
     /// Start, as epoch milliseconds.
     pub fn start_millis(&self) -> EpochMillis {
-        self.start.timestamp_millis()
+        self.start_ms
     }
 
     /// End (exclusive), as epoch milliseconds.
     pub fn end_millis(&self) -> EpochMillis {
-        self.end.timestamp_millis()
+        self.end_ms
     }
 
     /// Whether an event time counts.
@@ -230,6 +241,23 @@ mod tests {
             "",
         ] {
             assert_eq!(parse_rfc3339_millis(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn day_numbers_match_chrono_for_every_four_digit_year() {
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        for year in 0..=9999u32 {
+            for month in 1..=12 {
+                for day in [1, days_in_month(year, month)] {
+                    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month, day).unwrap();
+                    assert_eq!(
+                        days_from_civil(year, month, day),
+                        (date - epoch).num_days(),
+                        "{year}-{month}-{day}"
+                    );
+                }
+            }
         }
     }
 
