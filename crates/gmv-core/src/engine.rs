@@ -82,13 +82,14 @@ impl Engine {
     }
 
     /// A checkpoint of this engine covering offsets `first_offset..next_offset`:
-    /// a base with the whole dedup set, or a delta with the ids first seen
-    /// since the previous checkpoint. Take it between batches, from the only
-    /// thread that writes to this engine.
+    /// a base with the whole dedup set if `extends` is `None`, else a delta
+    /// with the ids first seen since the previous checkpoint, whose checksum
+    /// `extends` is. Take it between batches, from the only thread that
+    /// writes to this engine.
     pub fn checkpoint(
         &self,
         seq: u64,
-        base: bool,
+        extends: Option<u64>,
         first_offset: i64,
         next_offset: i64,
     ) -> Checkpoint {
@@ -98,11 +99,11 @@ impl Engine {
             settings_hash: state::settings_hash(&self.settings),
             first_offset,
             next_offset,
+            parent: extends,
             engine: self.export(),
-            dedup: if base {
-                DedupPart::Base(self.dedup.state())
-            } else {
-                DedupPart::Delta(journal)
+            dedup: match extends {
+                None => DedupPart::Base(self.dedup.state()),
+                Some(_) => DedupPart::Delta(journal),
             },
         }
     }
@@ -545,10 +546,10 @@ mod tests {
 
         let live = Engine::with_journal(settings());
         run(&live, 0..100);
-        let base = live.checkpoint(1, true, 0, 100);
+        let (base, base_checksum) = live.checkpoint(1, None, 0, 100).encode_with_checksum();
         run(&live, 100..200);
-        let delta = live.checkpoint(2, false, 0, 200);
-        let bytes = [base.encode(), delta.encode()];
+        let delta = live.checkpoint(2, Some(base_checksum), 0, 200);
+        let bytes = [base, delta.encode()];
         drop(live);
 
         let chain: Vec<Checkpoint> = bytes
@@ -577,7 +578,7 @@ mod tests {
             .worker()
             .process(event("t1", "m1", "1.00", "mobile", "2017-11-11T00:00:01+08:00").as_bytes())
             .unwrap();
-        let bytes = engine.checkpoint(1, true, 0, 1).encode();
+        let bytes = engine.checkpoint(1, None, 0, 1).encode();
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;

@@ -90,6 +90,11 @@ pub struct Checkpoint {
     pub first_offset: i64,
     /// The next offset to read: the state covers exactly the records before it.
     pub next_offset: i64,
+    /// For a delta, the checksum of the link it extends: a chain whose links
+    /// do not name each other mixes two writers' states (a partition's old
+    /// owner that kept writing after the group moved the partition), and is
+    /// cut there. `None` for a base, and for deltas of format version 1.
+    pub parent: Option<u64>,
     /// The aggregate figures.
     pub engine: EngineState,
     /// The dedup set, whole or as a delta.
@@ -127,13 +132,20 @@ impl fmt::Display for StateError {
 impl std::error::Error for StateError {}
 
 const MAGIC: &[u8; 8] = b"GMVCKPT\0";
-const VERSION: u32 = 1;
+/// Version 2 added [`Checkpoint::parent`]; version 1 is still read.
+const VERSION: u32 = 2;
 /// magic, version, payload length, payload checksum.
 const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 
 impl Checkpoint {
     /// Encodes with a header (magic, version, length, XXH3 checksum).
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with_checksum().0
+    }
+
+    /// [`Checkpoint::encode`], and the checksum in the header: the link's
+    /// identity, which the next delta names as its [`Checkpoint::parent`].
+    pub fn encode_with_checksum(&self) -> (Vec<u8>, u64) {
         let mut w = Writer(Vec::with_capacity(HEADER_LEN + self.size_hint()));
         w.0.extend_from_slice(MAGIC);
         w.u32(VERSION);
@@ -145,11 +157,17 @@ impl Checkpoint {
         let checksum = xxh3_64(&bytes[HEADER_LEN..]);
         bytes[12..20].copy_from_slice(&payload_len.to_le_bytes());
         bytes[20..28].copy_from_slice(&checksum.to_le_bytes());
-        bytes
+        (bytes, checksum)
     }
 
     /// Decodes and verifies bytes written by [`Checkpoint::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        Self::decode_with_checksum(bytes).map(|(checkpoint, _)| checkpoint)
+    }
+
+    /// [`Checkpoint::decode`], and the verified checksum (see
+    /// [`Checkpoint::encode_with_checksum`]).
+    pub fn decode_with_checksum(bytes: &[u8]) -> Result<(Self, u64), StateError> {
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             return Err(StateError::BadMagic);
         }
@@ -158,7 +176,7 @@ impl Checkpoint {
         }
         let mut header = Reader(&bytes[MAGIC.len()..HEADER_LEN]);
         let version = header.u32()?;
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(StateError::UnsupportedVersion(version));
         }
         let payload_len = header.u64()?;
@@ -174,11 +192,11 @@ impl Checkpoint {
             return Err(StateError::ChecksumMismatch);
         }
         let mut r = Reader(payload);
-        let checkpoint = Self::read_payload(&mut r)?;
+        let checkpoint = Self::read_payload(&mut r, version)?;
         if !r.0.is_empty() {
             return Err(StateError::Invalid("payload longer than its fields"));
         }
-        Ok(checkpoint)
+        Ok((checkpoint, checksum))
     }
 
     fn size_hint(&self) -> usize {
@@ -199,6 +217,13 @@ impl Checkpoint {
         w.u64(self.settings_hash);
         w.i64(self.first_offset);
         w.i64(self.next_offset);
+        match self.parent {
+            None => w.u32(0),
+            Some(parent) => {
+                w.u32(1);
+                w.u64(parent);
+            }
+        }
         w.u64(self.engine.consumed);
         w.u32(Reason::ALL.len() as u32);
         for reason in Reason::ALL {
@@ -262,11 +287,19 @@ impl Checkpoint {
         }
     }
 
-    fn read_payload(r: &mut Reader<'_>) -> Result<Self, StateError> {
+    fn read_payload(r: &mut Reader<'_>, version: u32) -> Result<Self, StateError> {
         let seq = r.u64()?;
         let settings_hash = r.u64()?;
         let first_offset = r.i64()?;
         let next_offset = r.i64()?;
+        let parent = match version {
+            1 => None,
+            _ => match r.u32()? {
+                0 => None,
+                1 => Some(r.u64()?),
+                _ => return Err(StateError::Invalid("unknown parent marker")),
+            },
+        };
         let consumed = r.u64()?;
         let reasons = r.u32()? as usize;
         if reasons != Reason::ALL.len() {
@@ -327,6 +360,7 @@ impl Checkpoint {
             settings_hash,
             first_offset,
             next_offset,
+            parent,
             engine: EngineState {
                 consumed,
                 rejected,
@@ -433,4 +467,59 @@ pub fn settings_hash(settings: &crate::Settings) -> u64 {
         text.push_str(&format!("t={threshold};"));
     }
     xxh3_64(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(seq: u64, parent: Option<u64>) -> Checkpoint {
+        Checkpoint {
+            seq,
+            settings_hash: 7,
+            first_offset: 0,
+            next_offset: 42,
+            parent,
+            engine: EngineState::default(),
+            dedup: match parent {
+                None => DedupPart::Base(DedupState::default()),
+                Some(_) => DedupPart::Delta(DedupJournal::default()),
+            },
+        }
+    }
+
+    #[test]
+    fn a_delta_names_its_parent_by_the_parents_checksum() {
+        let (base, base_checksum) = checkpoint(1, None).encode_with_checksum();
+        let delta = checkpoint(2, Some(base_checksum)).encode();
+        let (decoded_base, checksum) = Checkpoint::decode_with_checksum(&base).unwrap();
+        assert_eq!(checksum, base_checksum);
+        assert_eq!(decoded_base.parent, None);
+        assert_eq!(
+            Checkpoint::decode(&delta).unwrap().parent,
+            Some(base_checksum)
+        );
+    }
+
+    #[test]
+    fn version_1_checkpoints_are_still_read_without_a_parent() {
+        // Version 1 is version 2 without the parent marker after next_offset.
+        let v2 = checkpoint(3, None).encode();
+        let marker_at = HEADER_LEN + 4 * 8;
+        assert_eq!(&v2[marker_at..marker_at + 4], &0u32.to_le_bytes());
+        let payload: Vec<u8> = [&v2[HEADER_LEN..marker_at], &v2[marker_at + 4..]].concat();
+        let mut v1 = MAGIC.to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        v1.extend_from_slice(&xxh3_64(&payload).to_le_bytes());
+        v1.extend_from_slice(&payload);
+        assert_eq!(Checkpoint::decode(&v1), Ok(checkpoint(3, None)));
+
+        let mut v3 = v2.clone();
+        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(
+            Checkpoint::decode(&v3),
+            Err(StateError::UnsupportedVersion(3))
+        );
+    }
 }

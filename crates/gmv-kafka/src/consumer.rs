@@ -148,6 +148,8 @@ struct Task {
     slot: Arc<Slot>,
     /// Sequence number of the last durable checkpoint (0: none).
     seq: u64,
+    /// Checksum of the last durable checkpoint, which the next delta extends.
+    tip: Option<u64>,
     deltas_since_base: u32,
     /// Next offset in the last durable checkpoint (-1: none).
     checkpointed_next: i64,
@@ -402,6 +404,7 @@ impl Member {
                 member: self.name.clone(),
             }),
             seq: last.map_or(0, |c| c.seq),
+            tip: loaded.tip,
             deltas_since_base: loaded.chain.len().saturating_sub(1) as u32,
             checkpointed_next: last.map_or(-1, |c| c.next_offset),
             force_base: false,
@@ -442,17 +445,19 @@ impl Member {
                 continue;
             }
             let base = task.seq == 0
+                || task.tip.is_none()
                 || task.force_base
                 || task.deltas_since_base >= shared.config.checkpoint.deltas_per_base;
             let checkpoint = slot.engine.checkpoint(
                 task.seq + 1,
-                base,
+                if base { None } else { task.tip },
                 slot.first_offset.load(Ordering::SeqCst),
                 next,
             );
             match shared.store.save(&slot.topic, slot.partition, &checkpoint) {
-                Ok(_) => {
+                Ok(checksum) => {
                     task.seq += 1;
+                    task.tip = Some(checksum);
                     task.deltas_since_base = if base { 0 } else { task.deltas_since_base + 1 };
                     task.checkpointed_next = next;
                     task.force_base = false;

@@ -128,14 +128,14 @@ impl ChangelogTopic {
     }
 
     /// Makes `checkpoint` durable as the next link of its partition's chain;
-    /// returns the bytes written.
+    /// returns its checksum (the next delta's parent).
     pub fn save(
         &self,
         topic: &str,
         partition: i32,
         checkpoint: &Checkpoint,
     ) -> Result<u64, KafkaError> {
-        let bytes = checkpoint.encode();
+        let (bytes, checksum) = checkpoint.encode_with_checksum();
         let kind = Kind::of(checkpoint);
         let chunks: Vec<&[u8]> = bytes.chunks(CHUNK_BYTES).collect();
         let count = chunks.len().to_string();
@@ -182,7 +182,7 @@ impl ChangelogTopic {
         if kind == Kind::Base {
             self.prune(topic, partition, links, checkpoint.seq);
         }
-        Ok(bytes.len() as u64)
+        Ok(checksum)
     }
 
     /// Keeps the newest base (just written), the base before it and that
@@ -385,16 +385,17 @@ impl ChangelogTopic {
                 (seq, kind, seq)
             })
             .collect();
-        let (chain, set_aside) = select_chain(&listed, |&seq, _| {
+        let chain = select_chain(&listed, |&seq, _| {
             let link = links.get(&seq).ok_or("no records")?;
             let bytes = assemble(link)?;
             decode_link(&bytes, seq)
         });
         let mut loaded = Loaded {
-            chain,
-            set_aside: Vec::with_capacity(set_aside.len()),
+            chain: chain.links,
+            tip: chain.tip,
+            set_aside: Vec::with_capacity(chain.set_aside.len()),
         };
-        for (seq, why) in set_aside {
+        for (seq, why) in chain.set_aside {
             let link = &links[&seq];
             let first = link.chunks.values().map(|c| c.offset).min().unwrap_or(-1);
             let highest = link.chunks.keys().max().map_or(0, |i| i + 1);

@@ -46,7 +46,7 @@ impl CheckpointDir {
     }
 
     /// Makes `checkpoint` durable as the next link of its partition's chain;
-    /// returns the bytes written.
+    /// returns its checksum (the next delta's parent).
     pub fn save(
         &self,
         topic: &str,
@@ -61,7 +61,7 @@ impl CheckpointDir {
     fn write_link(&self, dir: &Path, checkpoint: &Checkpoint) -> io::Result<u64> {
         fs::create_dir_all(dir)?;
         let kind = Kind::of(checkpoint);
-        let bytes = checkpoint.encode();
+        let (bytes, checksum) = checkpoint.encode_with_checksum();
         let path = dir.join(file_name(checkpoint.seq, kind));
         let tmp = dir.join(format!("{}.tmp", file_name(checkpoint.seq, kind)));
         {
@@ -74,7 +74,7 @@ impl CheckpointDir {
         if kind == Kind::Base {
             self.prune(dir, checkpoint.seq)?;
         }
-        Ok(bytes.len() as u64)
+        Ok(checksum)
     }
 
     /// Keeps the newest base (just written), the base before it and that
@@ -110,15 +110,16 @@ impl CheckpointDir {
             return Ok(Loaded::default());
         }
         let links = list(dir)?;
-        let (chain, set_aside) = select_chain(&links, |path, seq| {
+        let chain = select_chain(&links, |path, seq| {
             let bytes = fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
             decode_link(&bytes, seq)
         });
         let mut loaded = Loaded {
-            chain,
-            set_aside: Vec::with_capacity(set_aside.len()),
+            chain: chain.links,
+            tip: chain.tip,
+            set_aside: Vec::with_capacity(chain.set_aside.len()),
         };
-        for (path, why) in set_aside {
+        for (path, why) in chain.set_aside {
             let mut aside = path.clone().into_os_string();
             aside.push(".corrupt");
             fs::rename(&path, aside)?;
@@ -176,14 +177,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointDir::open(dir.path()).unwrap();
         let engine = engine_with(10);
-        store
-            .save("t", 0, &engine.checkpoint(1, true, 0, 10))
+        let first = store
+            .save("t", 0, &engine.checkpoint(1, None, 0, 10))
+            .unwrap();
+        let second = store
+            .save("t", 0, &engine.checkpoint(2, Some(first), 0, 10))
             .unwrap();
         store
-            .save("t", 0, &engine.checkpoint(2, false, 0, 10))
-            .unwrap();
-        store
-            .save("t", 0, &engine.checkpoint(3, false, 0, 10))
+            .save("t", 0, &engine.checkpoint(3, Some(second), 0, 10))
             .unwrap();
         let second = store.partition_dir("t", 0).join(file_name(2, Kind::Delta));
         let mut bytes = fs::read(&second).unwrap();
@@ -205,14 +206,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointDir::open(dir.path()).unwrap();
         let engine = engine_with(10);
-        store
-            .save("t", 3, &engine.checkpoint(1, true, 0, 5))
+        let first = store
+            .save("t", 3, &engine.checkpoint(1, None, 0, 5))
             .unwrap();
         store
-            .save("t", 3, &engine.checkpoint(2, false, 0, 7))
+            .save("t", 3, &engine.checkpoint(2, Some(first), 0, 7))
             .unwrap();
         store
-            .save("t", 3, &engine.checkpoint(3, true, 0, 10))
+            .save("t", 3, &engine.checkpoint(3, None, 0, 10))
             .unwrap();
         let newest = store.partition_dir("t", 3).join(file_name(3, Kind::Base));
         let bytes = fs::read(&newest).unwrap();
@@ -231,10 +232,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointDir::open(dir.path()).unwrap();
         let engine = engine_with(3);
+        let mut tip = None;
         for seq in 1..=7 {
-            store
-                .save("t", 1, &engine.checkpoint(seq, seq % 3 == 1, 0, seq as i64))
-                .unwrap();
+            let extends = if seq % 3 == 1 { None } else { tip };
+            let checkpoint = engine.checkpoint(seq, extends, 0, seq as i64);
+            tip = Some(store.save("t", 1, &checkpoint).unwrap());
         }
         // Bases at 1, 4, 7: 1..=3 pruned, 4..=7 kept.
         let names: Vec<u64> = list(&store.partition_dir("t", 1))
@@ -244,5 +246,40 @@ mod tests {
             .collect();
         assert_eq!(names, [4, 5, 6, 7]);
         assert_eq!(store.load("t", 1).unwrap().chain.len(), 1);
+    }
+
+    #[test]
+    fn a_delta_that_extends_another_writers_link_ends_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointDir::open(dir.path()).unwrap();
+        let owner = engine_with(10);
+        let base = store
+            .save("t", 2, &owner.checkpoint(1, None, 0, 10))
+            .unwrap();
+        let owners_second = store
+            .save("t", 2, &owner.checkpoint(2, Some(base), 0, 12))
+            .unwrap();
+        // A paused former owner wakes and writes its own link 2 over it
+        // (self-consistent: its state and its offset) ...
+        let former = engine_with(10);
+        let formers_second = store
+            .save("t", 2, &former.checkpoint(2, Some(base), 0, 11))
+            .unwrap();
+        assert_ne!(formers_second, owners_second);
+        // ... and the owner's link 3 extends the link 2 that is gone.
+        store
+            .save("t", 2, &owner.checkpoint(3, Some(owners_second), 0, 14))
+            .unwrap();
+
+        let loaded = store.load("t", 2).unwrap();
+        let offsets: Vec<i64> = loaded.chain.iter().map(|c| c.next_offset).collect();
+        assert_eq!(
+            offsets,
+            [10, 11],
+            "resume from the former owner's consistent link"
+        );
+        assert_eq!(loaded.tip, Some(formers_second));
+        assert_eq!(loaded.set_aside.len(), 1, "{:?}", loaded.set_aside);
+        assert!(loaded.set_aside[0].1.contains("two writers"));
     }
 }

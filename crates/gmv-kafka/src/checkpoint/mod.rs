@@ -39,6 +39,8 @@ pub enum CheckpointStore {
 pub struct Loaded {
     /// The chain to restore: a base, then deltas. Empty: start from scratch.
     pub chain: Vec<Checkpoint>,
+    /// The checksum of the chain's last link, which the next delta extends.
+    pub tip: Option<u64>,
     /// Links set aside, each as (where it was, why), for the log.
     pub set_aside: Vec<(String, String)>,
 }
@@ -89,7 +91,7 @@ impl CheckpointStore {
     }
 
     /// Makes `checkpoint` durable as the next link of its partition's chain;
-    /// returns the bytes written.
+    /// returns its checksum (the next delta's [`Checkpoint::parent`]).
     pub fn save(
         &self,
         topic: &str,
@@ -131,22 +133,36 @@ impl CheckpointStore {
     }
 }
 
+/// A chain chosen by [`select_chain`].
+pub struct Chain<L> {
+    /// The links to restore: a base, then deltas.
+    pub links: Vec<Checkpoint>,
+    /// The checksum of the last link.
+    pub tip: Option<u64>,
+    /// Links not to use, with why.
+    pub set_aside: Vec<(L, String)>,
+}
+
 /// Chooses the chain to resume from `links` (sorted by sequence number; `at`
 /// says where each is): the newest base that `read` verifies, then the
-/// unbroken run of deltas after it that verify. Returns the chain and the
-/// links to set aside, with why; links before the chosen base are neither
-/// (they are the fallback until the next base prunes them).
+/// unbroken run of deltas after it that verify and each extend the link
+/// before them (by its checksum, which `read` returns with the link).
+/// Links past the chain's end are set aside, with why; links before the
+/// chosen base are not (they are the fallback until the next base prunes
+/// them).
 pub fn select_chain<L: PartialEq + Clone>(
     links: &[(u64, Kind, L)],
-    mut read: impl FnMut(&L, u64) -> Result<Checkpoint, String>,
-) -> (Vec<Checkpoint>, Vec<(L, String)>) {
+    mut read: impl FnMut(&L, u64) -> Result<(Checkpoint, u64), String>,
+) -> Chain<L> {
     let mut chain = Vec::new();
+    let mut tip = None;
     let mut set_aside = Vec::new();
     let bases = links.iter().filter(|l| l.1 == Kind::Base).rev();
     for (seq, _, at) in bases {
         match read(at, *seq) {
-            Ok(base) => {
+            Ok((base, checksum)) => {
                 chain.push(base);
+                tip = Some(checksum);
                 break;
             }
             Err(why) => set_aside.push((at.clone(), why)),
@@ -159,7 +175,20 @@ pub fn select_chain<L: PartialEq + Clone>(
                 break;
             }
             match read(at, *seq) {
-                Ok(delta) => chain.push(delta),
+                // Format-1 deltas name no parent; they are taken on sequence.
+                Ok((delta, _)) if delta.parent.is_some() && delta.parent != tip => {
+                    set_aside.push((
+                        at.clone(),
+                        "extends a different link than the one before it (two writers: \
+                         the partition's previous owner kept writing after it moved)"
+                            .into(),
+                    ));
+                    break;
+                }
+                Ok((delta, checksum)) => {
+                    chain.push(delta);
+                    tip = Some(checksum);
+                }
                 Err(why) => {
                     set_aside.push((at.clone(), why));
                     break;
@@ -174,14 +203,20 @@ pub fn select_chain<L: PartialEq + Clone>(
             set_aside.push((at.clone(), "follows a link that could not be used".into()));
         }
     }
-    (chain, set_aside)
+    Chain {
+        links: chain,
+        tip,
+        set_aside,
+    }
 }
 
-/// Verifies that `bytes` are the link numbered `seq`.
-fn decode_link(bytes: &[u8], seq: u64) -> Result<Checkpoint, String> {
-    let checkpoint = Checkpoint::decode(bytes).map_err(|e| e.to_string())?;
+/// Verifies that `bytes` are the link numbered `seq`; returns it and its
+/// checksum.
+fn decode_link(bytes: &[u8], seq: u64) -> Result<(Checkpoint, u64), String> {
+    let (checkpoint, checksum) =
+        Checkpoint::decode_with_checksum(bytes).map_err(|e| e.to_string())?;
     if checkpoint.seq != seq {
         return Err("sequence number differs from its name".into());
     }
-    Ok(checkpoint)
+    Ok((checkpoint, checksum))
 }
