@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use gmv_core::output::{AlertRecord, MerchantRecord, Snapshot, TopMerchant};
 use gmv_core::sink::LiveSink;
 use gmv_kafka::config::StoreKind;
-use gmv_kafka::outputs::reader;
+use gmv_kafka::outputs::{read_to_end, reader};
 use gmv_kafka::publish::{OnTick, Outcome, ProcessView, RunOptions};
 use gmv_kafka::view::{poll_into, GlobalView};
 use gmv_serve::{FeedSource, Metrics};
@@ -163,13 +163,15 @@ pub fn serve_global(loaded: &Loaded, stop: Arc<AtomicBool>, print_final: bool) -
         reader(config, &config.snapshots_topic).context("reading the snapshots topic")?;
     let mut view = GlobalView::default();
     if print_final {
-        // `--once`: everything the topic holds now (quiet for a second).
-        let mut quiet_since = Instant::now();
-        while quiet_since.elapsed() < Duration::from_secs(1) && !stop.load(Ordering::Relaxed) {
-            if poll_into(&consumer, &mut view, Duration::from_millis(100), 10_000) > 0 {
-                quiet_since = Instant::now();
+        // `--once`: everything the topic holds now. A fixed quiet time from
+        // the start would end before a slow first fetch (seen under load:
+        // a view of half the day).
+        read_to_end(&consumer, config, &config.snapshots_topic, |message| {
+            if let Some(payload) = message.payload() {
+                view.apply(payload);
             }
-        }
+        })
+        .context("reading the snapshots topic to its end")?;
         return Ok(view.assemble(&loaded.settings, 1));
     }
     let empty = Arc::new(view.assemble(&loaded.settings, 0));

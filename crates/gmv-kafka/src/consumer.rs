@@ -36,7 +36,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -182,6 +182,8 @@ struct Member {
     /// revocation and the next assignment, so a member mid-rebalance is
     /// never taken for idle.
     assigned: AtomicBool,
+    /// Assignments received so far: idleness restarts with each.
+    assignments: AtomicU64,
 }
 
 impl ClientContext for Member {
@@ -300,6 +302,7 @@ impl Member {
                 "state restored; fetching"
             );
         }
+        self.assignments.fetch_add(1, Ordering::SeqCst);
         self.assigned.store(true, Ordering::SeqCst);
     }
 
@@ -678,6 +681,7 @@ pub fn run_member(shared: Arc<Shared>, index: usize) {
         name: name.clone(),
         tasks: Mutex::new(HashMap::new()),
         assigned: AtomicBool::new(false),
+        assignments: AtomicU64::new(0),
     };
     let consumer: BaseConsumer<Member> =
         match consumer_config(&shared.config, &name).create_with_context(context) {
@@ -702,7 +706,11 @@ pub fn run_member(shared: Arc<Shared>, index: usize) {
     let member = consumer.context();
     let interval = shared.config.checkpoint.interval;
     let mut last_checkpoint = Instant::now();
+    // Idle time counts from the last record or the last assignment, whichever
+    // is later: a partition just taken over may look finished (tansu 0.6
+    // under-reports high watermarks) before its first fetch returns.
     let mut last_message = Instant::now();
+    let mut assignments_seen = 0;
     let mut last_warning: Option<Instant> = None;
     let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(MAX_BATCH);
     while !shared.stop.load(Ordering::SeqCst) {
@@ -735,6 +743,11 @@ pub fn run_member(shared: Arc<Shared>, index: usize) {
             last_checkpoint = Instant::now();
         }
         if let Some(idle_after) = shared.config.exit_when_idle {
+            let assignments = member.assignments.load(Ordering::SeqCst);
+            if assignments != assignments_seen {
+                assignments_seen = assignments;
+                last_message = Instant::now();
+            }
             let idle = member.assigned.load(Ordering::SeqCst)
                 && last_message.elapsed() >= idle_after
                 && member.at_end(&consumer);
