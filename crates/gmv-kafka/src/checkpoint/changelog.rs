@@ -86,6 +86,16 @@ struct LinkRecords {
     chunks: BTreeMap<u32, Chunk>,
 }
 
+impl LinkRecords {
+    /// How many chunk keys to cover (one past the highest index read) and
+    /// the offset of its first record.
+    fn span(&self) -> (u32, i64) {
+        let chunks = self.chunks.keys().max().map_or(0, |i| i + 1);
+        let first = self.chunks.values().map(|c| c.offset).min().unwrap_or(-1);
+        (chunks, first)
+    }
+}
+
 impl ChangelogTopic {
     /// The changelog `config.checkpoint.topic` (which must exist) and an
     /// idempotent producer for it.
@@ -390,38 +400,30 @@ impl ChangelogTopic {
             let bytes = assemble(link)?;
             decode_link(&bytes, seq)
         });
-        let mut loaded = Loaded {
-            chain: chain.links,
-            tip: chain.tip,
-            set_aside: Vec::with_capacity(chain.set_aside.len()),
-        };
-        for (seq, why) in chain.set_aside {
-            let link = &links[&seq];
-            let first = link.chunks.values().map(|c| c.offset).min().unwrap_or(-1);
-            let highest = link.chunks.keys().max().map_or(0, |i| i + 1);
-            self.tombstone(topic, partition, seq, highest);
-            loaded.set_aside.push((
-                format!(
-                    "changelog topic {} partition {}, key {}, offset {first} (tombstoned)",
-                    self.topic,
-                    self.changelog_partition(partition),
-                    link_key(topic, partition, seq, 0),
-                ),
-                why,
-            ));
-        }
+        let loaded = chain.map_set_aside(|seq| {
+            let (chunks, first) = links[&seq].span();
+            self.tombstone(topic, partition, seq, chunks);
+            format!(
+                "changelog topic {} partition {}, key {}, offset {first} (tombstoned)",
+                self.topic,
+                self.changelog_partition(partition),
+                link_key(topic, partition, seq, 0),
+            )
+        });
         let end = loaded.chain.last().map_or(0, |c| c.seq);
         let kept = listed
             .iter()
             .filter(|(seq, _, _)| *seq <= end)
             .map(|&(seq, kind, _)| {
-                let chunks = &links[&seq].chunks;
-                let link = LiveLink {
-                    kind,
-                    chunks: chunks.keys().max().map_or(0, |i| i + 1),
-                    offset: chunks.values().map(|c| c.offset).min().unwrap_or(0),
-                };
-                (seq, link)
+                let (chunks, offset) = links[&seq].span();
+                (
+                    seq,
+                    LiveLink {
+                        kind,
+                        chunks,
+                        offset,
+                    },
+                )
             })
             .collect();
         self.live

@@ -114,18 +114,12 @@ impl CheckpointDir {
             let bytes = fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
             decode_link(&bytes, seq)
         });
-        let mut loaded = Loaded {
-            chain: chain.links,
-            tip: chain.tip,
-            set_aside: Vec::with_capacity(chain.set_aside.len()),
-        };
-        for (path, why) in chain.set_aside {
+        for (path, _) in &chain.set_aside {
             let mut aside = path.clone().into_os_string();
             aside.push(".corrupt");
-            fs::rename(&path, aside)?;
-            loaded.set_aside.push((path.display().to_string(), why));
+            fs::rename(path, aside)?;
         }
-        Ok(loaded)
+        Ok(chain.map_set_aside(|path| path.display().to_string()))
     }
 }
 

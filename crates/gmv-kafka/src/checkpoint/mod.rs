@@ -34,16 +34,9 @@ pub enum CheckpointStore {
     Topic(Box<ChangelogTopic>),
 }
 
-/// What loading a partition's chain found.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    /// The chain to restore: a base, then deltas. Empty: start from scratch.
-    pub chain: Vec<Checkpoint>,
-    /// The checksum of the chain's last link, which the next delta extends.
-    pub tip: Option<u64>,
-    /// Links set aside, each as (where it was, why), for the log.
-    pub set_aside: Vec<(String, String)>,
-}
+/// What loading a partition's chain found: links set aside are named by
+/// where they were, for the log.
+pub type Loaded = Chain<String>;
 
 /// A link's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,14 +126,30 @@ impl CheckpointStore {
     }
 }
 
-/// A chain chosen by [`select_chain`].
+/// A chain chosen by [`select_chain`], links located by `L`.
+#[derive(Debug, Default)]
 pub struct Chain<L> {
-    /// The links to restore: a base, then deltas.
-    pub links: Vec<Checkpoint>,
-    /// The checksum of the last link.
+    /// The chain to restore: a base, then deltas. Empty: start from scratch.
+    pub chain: Vec<Checkpoint>,
+    /// The checksum of the chain's last link, which the next delta extends.
     pub tip: Option<u64>,
-    /// Links not to use, with why.
+    /// Links not to use: where each is, and why.
     pub set_aside: Vec<(L, String)>,
+}
+
+impl<L> Chain<L> {
+    /// The same chain with each set-aside link's location mapped by `f`.
+    pub fn map_set_aside<M>(self, mut f: impl FnMut(L) -> M) -> Chain<M> {
+        Chain {
+            chain: self.chain,
+            tip: self.tip,
+            set_aside: self
+                .set_aside
+                .into_iter()
+                .map(|(at, why)| (f(at), why))
+                .collect(),
+        }
+    }
 }
 
 /// Chooses the chain to resume from `links` (sorted by sequence number; `at`
@@ -204,7 +213,7 @@ pub fn select_chain<L: PartialEq + Clone>(
         }
     }
     Chain {
-        links: chain,
+        chain,
         tip,
         set_aside,
     }
