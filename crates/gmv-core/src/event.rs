@@ -134,10 +134,10 @@ impl Decoder {
     /// scanner in [`crate::scan`]; anything it declines goes through
     /// `serde_json`, so both paths give the same event or the same rejection.
     pub fn decode<'a>(&self, payload: &'a [u8]) -> Result<Event<'a>, Rejection> {
-        let fields = match scan::scan(payload) {
-            Some(fields) => fields,
-            None => serde_fields(payload)?,
-        };
+        let mut fields = Fields::default();
+        if scan::scan_into(payload, &mut fields).is_none() {
+            fields = serde_fields(payload)?;
+        }
         self.validate(fields)
     }
 
@@ -699,6 +699,28 @@ mod tests {
             }
 
             #[test]
+            fn on_records_of_every_length_around_block_sizes(
+                record in record(),
+                pad in 0usize..600,
+                filler in select(vec!["x", " ", "\u{e9}", "\\\\", "\u{1}"]),
+            ) {
+                // A leading unknown field of `pad` bytes moves every later
+                // byte across the 16- and 64-byte block boundaries, and long
+                // records past the block path's limit.
+                let Some(rest) = record.iter().position(|&b| b == b'{') else {
+                    return Ok(());
+                };
+                let mut padded = record[..=rest].to_vec();
+                padded.extend_from_slice(b"\"pad\":\"");
+                padded.extend(std::iter::repeat_n(b'p', pad));
+                padded.extend_from_slice(filler.as_bytes());
+                padded.extend_from_slice(b"\",");
+                padded.extend_from_slice(&record[rest + 1..]);
+                let d = decoder();
+                prop_assert_eq!(d.decode(&padded), d.decode_with_serde(&padded));
+            }
+
+            #[test]
             fn on_mutated_records(
                 record in record(),
                 mutations in proptest::collection::vec(mutation(), 1..4),
@@ -706,6 +728,34 @@ mod tests {
                 let record = mutate(record, &mutations);
                 let d = decoder();
                 prop_assert_eq!(d.decode(&record), d.decode_with_serde(&record));
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            /// Every byte the block scan classifies (quote, backslash,
+            /// control, whitespace, non-ASCII, a split UTF-8 sequence) put at
+            /// every position of a record, by replacing and by inserting.
+            #[test]
+            fn with_a_special_byte_at_every_position(record in record()) {
+                let d = decoder();
+                let specials: [&[u8]; 10] = [
+                    b"\"", b"\\", b"\x00", b"\x1f", b"\n", b" ", b"\x7f", b"\x80", b"\xff",
+                    "\u{e9}".as_bytes(),
+                ];
+                for at in 0..=record.len() {
+                    for special in specials {
+                        let mut inserted = record.clone();
+                        inserted.splice(at..at, special.iter().copied());
+                        prop_assert_eq!(d.decode(&inserted), d.decode_with_serde(&inserted));
+                        if at < record.len() {
+                            let mut replaced = record.clone();
+                            replaced.splice(at..=at, special.iter().copied());
+                            prop_assert_eq!(d.decode(&replaced), d.decode_with_serde(&replaced));
+                        }
+                    }
+                }
             }
         }
     }

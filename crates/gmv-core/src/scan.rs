@@ -11,6 +11,14 @@
 //! syntax error) returns `None`, and the caller decodes the record with
 //! `serde_json`, so every rejection and its detail stay serde's. A property
 //! test in `event.rs` checks that both paths agree.
+//!
+//! A record is first classified in 16-byte blocks ([`Blocks`]): one pass
+//! marks every `"`, `\`, control and non-ASCII byte. A record of ASCII only
+//! is valid UTF-8 without further checking, and each string's end is then
+//! read off that bitmap instead of being searched for. A record with any
+//! non-ASCII byte or backslash, or longer than the bitmap, takes the
+//! original path ([`std::str::from_utf8`] plus a per-string search), so
+//! correctness in those cases never rests on the block scan.
 
 use std::borrow::Cow;
 
@@ -26,17 +34,62 @@ pub(crate) struct Fields<'a> {
     pub(crate) settled_at: Option<Cow<'a, str>>,
 }
 
-/// Scans `payload` as a flat event object; `None` means "ask `serde_json`".
+/// Scans `payload` as a flat event object into `fields`, which must be
+/// empty (all `None`); `None` means "ask `serde_json`", and `fields` then
+/// holds whatever was read before the scanner gave up.
+///
+/// The caller owns `fields` so that the scanner writes each field in place:
+/// returning the ~140-byte struct by value cost a `memcpy` per record.
+#[inline(always)]
+pub(crate) fn scan_into<'a>(payload: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
+    match Blocks::classify(payload) {
+        Some(blocks) => scan_text(blocks.text, &blocks, fields),
+        None => scan_searching(payload, fields),
+    }
+}
+
+/// [`scan_into`] into a fresh [`Fields`].
+#[cfg(test)]
 pub(crate) fn scan(payload: &[u8]) -> Option<Fields<'_>> {
+    let mut fields = Fields::default();
+    scan_into(payload, &mut fields).map(|()| fields)
+}
+
+/// The path for records the block scan does not take (non-ASCII, escapes,
+/// very long): kept out of line so that the usual path stays compact.
+#[inline(never)]
+fn scan_searching<'a>(payload: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
     // Whole-record UTF-8 check: serde_json validates every string it reads;
     // outside strings a non-ASCII byte is a syntax error either way.
     let text = std::str::from_utf8(payload).ok()?;
+    scan_text(text, &Search, fields)
+}
+
+/// How the scanner finds where a string body ends.
+trait StringEnds {
+    /// The index of the first `"`, `\` or control byte at or after `start`
+    /// in `bytes` (`start <= bytes.len()`), or `None` if there is none.
+    fn stop_from(&self, bytes: &[u8], start: usize) -> Option<usize>;
+}
+
+/// Searches each string eight bytes at a time: for any valid UTF-8 record.
+struct Search;
+
+impl StringEnds for Search {
+    #[inline(always)]
+    fn stop_from(&self, bytes: &[u8], start: usize) -> Option<usize> {
+        string_len(bytes.get(start..)?).map(|len| start + len)
+    }
+}
+
+#[inline(always)]
+fn scan_text<'a, E: StringEnds>(text: &'a str, ends: &E, fields: &mut Fields<'a>) -> Option<()> {
     let mut s = Scanner {
         text,
         bytes: text.as_bytes(),
         pos: 0,
+        ends,
     };
-    let mut fields = Fields::default();
     if s.next()? != b'{' {
         return None;
     }
@@ -79,7 +132,7 @@ pub(crate) fn scan(payload: &[u8]) -> Option<Fields<'_>> {
     }
     // serde_json allows trailing whitespace and nothing else.
     s.skip_ws();
-    (s.pos == s.bytes.len()).then_some(fields)
+    (s.pos == s.bytes.len()).then_some(())
 }
 
 /// An object key, as far as the event is concerned.
@@ -94,13 +147,14 @@ enum Key {
     Other,
 }
 
-struct Scanner<'a> {
+struct Scanner<'a, 'e, E> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    ends: &'e E,
 }
 
-impl<'a> Scanner<'a> {
+impl<'a, E: StringEnds> Scanner<'a, '_, E> {
     #[inline]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
@@ -126,13 +180,13 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn string_body(&mut self) -> Option<&'a str> {
         let start = self.pos;
-        let len = string_len(&self.bytes[start..])?;
-        if self.bytes[start + len] != b'"' {
+        let end = self.ends.stop_from(self.bytes, start)?;
+        if *self.bytes.get(end)? != b'"' {
             return None;
         }
-        self.pos = start + len + 1;
+        self.pos = end + 1;
         // Both ends are ASCII quotes, so this slice is on char boundaries.
-        self.text.get(start..start + len)
+        self.text.get(start..end)
     }
 
     /// An object key whose opening quote was just read, up to and past the
@@ -245,6 +299,156 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Bytes per bitmap word.
+const WORD_BYTES: usize = 64;
+
+/// Bitmap words per record: records up to `BLOCK_WORDS * 64` bytes (far
+/// beyond the contract's usual ~150–300) take the block path.
+const BLOCK_WORDS: usize = 8;
+
+/// One record classified in 16-byte blocks: all ASCII, no backslash, and
+/// where its stop bytes (`"`, `\`, control, non-ASCII) are.
+struct Blocks<'a> {
+    text: &'a str,
+    /// Bit `i % 64` of word `i / 64` is set iff byte `i` is a stop byte.
+    stops: [u64; BLOCK_WORDS],
+}
+
+impl<'a> Blocks<'a> {
+    /// `None` if `payload` is longer than the bitmap or holds any non-ASCII
+    /// byte or backslash: such a record takes the original path.
+    #[inline(always)]
+    fn classify(payload: &'a [u8]) -> Option<Self> {
+        if payload.len() > BLOCK_WORDS * WORD_BYTES {
+            return None;
+        }
+        let mut stops = [0u64; BLOCK_WORDS];
+        let mut odd = 0u16;
+        let mut blocks = payload.chunks_exact(16);
+        let mut at = 0;
+        for block in blocks.by_ref() {
+            let masks = block_masks(block.try_into().ok()?);
+            stops[at / 4] |= u64::from(masks.stop) << (at % 4 * 16);
+            odd |= masks.odd;
+            at += 1;
+        }
+        let tail = blocks.remainder().len();
+        if tail > 0 {
+            let masks = match payload.last_chunk::<16>() {
+                // The record's last 16 bytes, of which the first `16 - tail`
+                // were in the previous block: shifted out. (Copying the tail
+                // into a padded block instead costs a `memcpy` call.)
+                Some(last) => {
+                    let masks = block_masks(last);
+                    BlockMasks {
+                        stop: masks.stop >> (16 - tail),
+                        odd: masks.odd >> (16 - tail),
+                    }
+                }
+                // A record shorter than one block (never a valid event).
+                None => {
+                    // Spaces are no stop bytes, so nothing past the end is marked.
+                    let mut last = [b' '; 16];
+                    last[..tail].copy_from_slice(payload);
+                    block_masks(&last)
+                }
+            };
+            *stops.get_mut(at / 4)? |= u64::from(masks.stop) << (at % 4 * 16);
+            odd |= masks.odd;
+        }
+        if odd != 0 {
+            return None;
+        }
+        Some(Self {
+            text: ascii_str(payload),
+            stops,
+        })
+    }
+}
+
+impl StringEnds for Blocks<'_> {
+    #[inline(always)]
+    fn stop_from(&self, _bytes: &[u8], start: usize) -> Option<usize> {
+        let mut word = start / WORD_BYTES;
+        let mut bits = *self.stops.get(word)? & (u64::MAX << (start % WORD_BYTES));
+        while bits == 0 {
+            word += 1;
+            bits = *self.stops.get(word)?;
+        }
+        Some(word * WORD_BYTES + bits.trailing_zeros() as usize)
+    }
+}
+
+/// `bytes` as text, once [`Blocks::classify`] has seen that every byte is
+/// below 0x80.
+#[inline(always)]
+fn ascii_str(bytes: &[u8]) -> &str {
+    debug_assert!(bytes.is_ascii());
+    // SAFETY: only called on bytes that are all ASCII (the callers' block
+    // scan found no byte with its high bit set), and ASCII is valid UTF-8.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
+}
+
+/// The classes of one 16-byte block, one bit per byte (bit `i` for byte `i`).
+#[derive(Debug, PartialEq, Eq)]
+struct BlockMasks {
+    /// `"`, `\`, below 0x20, or 0x80 and above: where a string body stops.
+    stop: u16,
+    /// `\` or 0x80 and above: the record leaves the block path.
+    odd: u16,
+}
+
+/// [`BlockMasks`] of one block with SSE2 (baseline on x86_64).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn block_masks(block: &[u8; 16]) -> BlockMasks {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86_64 baseline, so these intrinsics are
+    // available on every CPU this code can run on; the unaligned load reads
+    // exactly the 16 bytes of `block`.
+    let (stop, odd) = unsafe {
+        let x = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
+        // A signed compare: bytes 0x80 and above are negative, so "below
+        // 0x20" marks them as well as the control bytes.
+        let low_or_high = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
+        let stop = _mm_or_si128(_mm_or_si128(quote, backslash), low_or_high);
+        // movemask takes each byte's high bit: set in the compare results
+        // and in every non-ASCII byte of `x` itself.
+        let odd = _mm_or_si128(backslash, x);
+        (_mm_movemask_epi8(stop), _mm_movemask_epi8(odd))
+    };
+    BlockMasks {
+        stop: stop as u16,
+        odd: odd as u16,
+    }
+}
+
+/// [`BlockMasks`] of one block, byte by byte: the definition, and the code
+/// on targets without a vector version.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline(always)]
+fn block_masks_scalar(block: &[u8; 16]) -> BlockMasks {
+    let mut masks = BlockMasks { stop: 0, odd: 0 };
+    for (i, &b) in block.iter().enumerate() {
+        let odd = b == b'\\' || b >= 0x80;
+        let stop = odd || b == b'"' || b < 0x20;
+        masks.stop |= u16::from(stop) << i;
+        masks.odd |= u16::from(odd) << i;
+    }
+    masks
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn block_masks(block: &[u8; 16]) -> BlockMasks {
+    block_masks_scalar(block)
+}
+
 /// Where a string body ends: the index of the first `"`, `\` or control
 /// character (below 0x20), eight bytes at a time.
 #[inline(always)]
@@ -302,6 +506,39 @@ mod tests {
         ) {
             let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
             prop_assert_eq!(string_len(&bytes), naive);
+        }
+
+        #[test]
+        fn block_masks_match_the_byte_by_byte_definition(block in any::<[u8; 16]>()) {
+            prop_assert_eq!(block_masks(&block), block_masks_scalar(&block));
+        }
+
+        #[test]
+        fn classify_marks_exactly_the_stop_bytes(
+            bytes in proptest::collection::vec(
+                prop_oneof![40 => 0x20u8..0x80, 2 => Just(b'"'), 1 => 0u8..0x20, 1 => any::<u8>()],
+                0..BLOCK_WORDS * WORD_BYTES + 40,
+            ),
+        ) {
+            let odd = |b: u8| b == b'\\' || b >= 0x80;
+            let stop = |b: u8| odd(b) || b == b'"' || b < 0x20;
+            let blocks = Blocks::classify(&bytes);
+            let takes = bytes.len() <= BLOCK_WORDS * WORD_BYTES && !bytes.iter().any(|&b| odd(b));
+            prop_assert_eq!(blocks.is_some(), takes);
+            if let Some(blocks) = blocks {
+                prop_assert_eq!(blocks.text.as_bytes(), &bytes[..]);
+                for i in 0..BLOCK_WORDS * WORD_BYTES {
+                    let marked = blocks.stops[i / WORD_BYTES] >> (i % WORD_BYTES) & 1 == 1;
+                    prop_assert_eq!(marked, bytes.get(i).is_some_and(|&b| stop(b)), "byte {}", i);
+                }
+                for start in 0..=bytes.len() {
+                    prop_assert_eq!(
+                        blocks.stop_from(&bytes, start),
+                        Search.stop_from(&bytes, start),
+                        "from {}", start
+                    );
+                }
+            }
         }
     }
 }
