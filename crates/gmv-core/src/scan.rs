@@ -42,8 +42,11 @@ pub(crate) struct Fields<'a> {
 /// returning the ~140-byte struct by value cost a `memcpy` per record.
 #[inline(always)]
 pub(crate) fn scan_into<'a>(payload: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
-    match Blocks::classify(payload) {
-        Some(blocks) => scan_text(blocks.text, &blocks, fields),
+    // The bitmap lives here and is lent out: returning it inside an
+    // `Option` cost a copy.
+    let mut quotes = [0; BLOCK_WORDS];
+    match Blocks::classify(payload, &mut quotes) {
+        Some(text) => scan_text(text, &Blocks { quotes: &quotes }, fields),
         None => scan_searching(payload, fields),
     }
 }
@@ -67,9 +70,10 @@ fn scan_searching<'a>(payload: &'a [u8], fields: &mut Fields<'a>) -> Option<()> 
 
 /// How the scanner finds where a string body ends.
 trait StringEnds {
-    /// The index of the first `"`, `\` or control byte at or after `start`
-    /// in `bytes` (`start <= bytes.len()`), or `None` if there is none.
-    fn stop_from(&self, bytes: &[u8], start: usize) -> Option<usize>;
+    /// The index of the closing quote of the string whose body starts at
+    /// `start` in `bytes` (just past its opening quote), or `None` if the
+    /// string holds an escape or a control byte, or is not closed.
+    fn string_end(&self, bytes: &[u8], start: usize) -> Option<usize>;
 }
 
 /// Searches each string eight bytes at a time: for any valid UTF-8 record.
@@ -77,8 +81,9 @@ struct Search;
 
 impl StringEnds for Search {
     #[inline(always)]
-    fn stop_from(&self, bytes: &[u8], start: usize) -> Option<usize> {
-        string_len(bytes.get(start..)?).map(|len| start + len)
+    fn string_end(&self, bytes: &[u8], start: usize) -> Option<usize> {
+        let end = start + string_len(bytes.get(start..)?)?;
+        (*bytes.get(end)? == b'"').then_some(end)
     }
 }
 
@@ -180,10 +185,7 @@ impl<'a, E: StringEnds> Scanner<'a, '_, E> {
     #[inline(always)]
     fn string_body(&mut self) -> Option<&'a str> {
         let start = self.pos;
-        let end = self.ends.stop_from(self.bytes, start)?;
-        if *self.bytes.get(end)? != b'"' {
-            return None;
-        }
+        let end = self.ends.string_end(self.bytes, start)?;
         self.pos = end + 1;
         // Both ends are ASCII quotes, so this slice is on char boundaries.
         self.text.get(start..end)
@@ -306,33 +308,46 @@ const WORD_BYTES: usize = 64;
 /// beyond the contract's usual ~150–300) take the block path.
 const BLOCK_WORDS: usize = 8;
 
-/// One record classified in 16-byte blocks: all ASCII, no backslash, and
-/// where its stop bytes (`"`, `\`, control, non-ASCII) are.
-struct Blocks<'a> {
-    text: &'a str,
-    /// Bit `i % 64` of word `i / 64` is set iff byte `i` is a stop byte.
-    stops: [u64; BLOCK_WORDS],
+/// Where the quotes are in a record fit for the block path (all ASCII, no
+/// backslash, no control byte inside a string), found in 16-byte blocks.
+///
+/// Without backslashes every `"` delimits a string, so the strings are
+/// exactly the spans from an odd-numbered quote to the next one, and the
+/// end of the string opened at any quote is simply the next quote.
+struct Blocks<'q> {
+    /// Bit `i % 64` of word `i / 64` is set iff byte `i` is `"`.
+    quotes: &'q [u64; BLOCK_WORDS],
 }
 
-impl<'a> Blocks<'a> {
-    /// `None` if `payload` is longer than the bitmap or holds any non-ASCII
-    /// byte or backslash: such a record takes the original path.
+impl Blocks<'_> {
+    /// Classifies `payload`, marking its quotes in `quotes` (all zero on
+    /// entry), and returns it as text; `None` if it is longer than the
+    /// bitmap, holds any non-ASCII byte or backslash, or a control byte
+    /// inside a string: such a record takes the original path.
     #[inline(always)]
-    fn classify(payload: &'a [u8]) -> Option<Self> {
+    fn classify<'a>(payload: &'a [u8], quotes: &mut [u64; BLOCK_WORDS]) -> Option<&'a str> {
         if payload.len() > BLOCK_WORDS * WORD_BYTES {
             return None;
         }
-        let mut stops = [0u64; BLOCK_WORDS];
+        // Four blocks' quote masks are gathered in a register and stored
+        // once per word (or-ing each into memory cost a load and a store).
+        let mut word = 0u64;
+        let mut control = 0u16;
         let mut odd = 0u16;
-        let mut blocks = payload.chunks_exact(16);
+        let mut chunks = payload.chunks_exact(16);
         let mut at = 0;
-        for block in blocks.by_ref() {
+        for block in chunks.by_ref() {
             let masks = block_masks(block.try_into().ok()?);
-            stops[at / 4] |= u64::from(masks.stop) << (at % 4 * 16);
+            word |= u64::from(masks.quote) << (at % 4 * 16);
+            control |= masks.control;
             odd |= masks.odd;
+            if at % 4 == 3 {
+                *quotes.get_mut(at / 4)? = word;
+                word = 0;
+            }
             at += 1;
         }
-        let tail = blocks.remainder().len();
+        let tail = chunks.remainder().len();
         if tail > 0 {
             let masks = match payload.last_chunk::<16>() {
                 // The record's last 16 bytes, of which the first `16 - tail`
@@ -341,39 +356,60 @@ impl<'a> Blocks<'a> {
                 Some(last) => {
                     let masks = block_masks(last);
                     BlockMasks {
-                        stop: masks.stop >> (16 - tail),
+                        quote: masks.quote >> (16 - tail),
+                        control: masks.control >> (16 - tail),
                         odd: masks.odd >> (16 - tail),
                     }
                 }
                 // A record shorter than one block (never a valid event).
                 None => {
-                    // Spaces are no stop bytes, so nothing past the end is marked.
+                    // Spaces are in no class, so nothing past the end is marked.
                     let mut last = [b' '; 16];
                     last[..tail].copy_from_slice(payload);
                     block_masks(&last)
                 }
             };
-            *stops.get_mut(at / 4)? |= u64::from(masks.stop) << (at % 4 * 16);
+            word |= u64::from(masks.quote) << (at % 4 * 16);
+            control |= masks.control;
             odd |= masks.odd;
         }
-        if odd != 0 {
+        // The last, partial word (nothing left over at exactly the limit).
+        if let Some(last) = quotes.get_mut(at / 4) {
+            *last |= word;
+        }
+        if odd != 0 || (control != 0 && control_in_string(payload)) {
             return None;
         }
-        Some(Self {
-            text: ascii_str(payload),
-            stops,
-        })
+        Some(ascii_str(payload))
     }
 }
 
+/// Whether a control byte lies inside a string, the strings being the spans
+/// between alternate quotes (true of a record without backslashes). Only
+/// records with whitespace between tokens get here, so bytewise is fine.
+#[cold]
+fn control_in_string(payload: &[u8]) -> bool {
+    let mut in_string = false;
+    for &b in payload {
+        if b == b'"' {
+            in_string = !in_string;
+        } else if b < 0x20 && in_string {
+            return true;
+        }
+    }
+    false
+}
+
 impl StringEnds for Blocks<'_> {
+    /// The next quote: the string's end (see [`Blocks`]); a record with an
+    /// escape or a control byte in a string never gets a [`Blocks`].
     #[inline(always)]
-    fn stop_from(&self, _bytes: &[u8], start: usize) -> Option<usize> {
+    fn string_end(&self, _bytes: &[u8], start: usize) -> Option<usize> {
         let mut word = start / WORD_BYTES;
-        let mut bits = *self.stops.get(word)? & (u64::MAX << (start % WORD_BYTES));
+        let mut bits = *self.quotes.get(word)? & (u64::MAX << (start % WORD_BYTES));
         while bits == 0 {
             word += 1;
-            bits = *self.stops.get(word)?;
+            bits = *self.quotes.get(word)?;
         }
         Some(word * WORD_BYTES + bits.trailing_zeros() as usize)
     }
@@ -392,8 +428,11 @@ fn ascii_str(bytes: &[u8]) -> &str {
 /// The classes of one 16-byte block, one bit per byte (bit `i` for byte `i`).
 #[derive(Debug, PartialEq, Eq)]
 struct BlockMasks {
-    /// `"`, `\`, below 0x20, or 0x80 and above: where a string body stops.
-    stop: u16,
+    /// `"`.
+    quote: u16,
+    /// Below 0x20, or 0x80 and above (one signed compare finds both; the
+    /// latter leave the block path through `odd` anyway).
+    control: u16,
     /// `\` or 0x80 and above: the record leaves the block path.
     odd: u16,
 }
@@ -409,21 +448,25 @@ fn block_masks(block: &[u8; 16]) -> BlockMasks {
     // SAFETY: SSE2 is part of the x86_64 baseline, so these intrinsics are
     // available on every CPU this code can run on; the unaligned load reads
     // exactly the 16 bytes of `block`.
-    let (stop, odd) = unsafe {
+    let (quote, control, odd) = unsafe {
         let x = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
         let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
         let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
         // A signed compare: bytes 0x80 and above are negative, so "below
         // 0x20" marks them as well as the control bytes.
-        let low_or_high = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
-        let stop = _mm_or_si128(_mm_or_si128(quote, backslash), low_or_high);
+        let control = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
         // movemask takes each byte's high bit: set in the compare results
         // and in every non-ASCII byte of `x` itself.
         let odd = _mm_or_si128(backslash, x);
-        (_mm_movemask_epi8(stop), _mm_movemask_epi8(odd))
+        (
+            _mm_movemask_epi8(quote),
+            _mm_movemask_epi8(control),
+            _mm_movemask_epi8(odd),
+        )
     };
     BlockMasks {
-        stop: stop as u16,
+        quote: quote as u16,
+        control: control as u16,
         odd: odd as u16,
     }
 }
@@ -433,12 +476,15 @@ fn block_masks(block: &[u8; 16]) -> BlockMasks {
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 #[inline(always)]
 fn block_masks_scalar(block: &[u8; 16]) -> BlockMasks {
-    let mut masks = BlockMasks { stop: 0, odd: 0 };
+    let mut masks = BlockMasks {
+        quote: 0,
+        control: 0,
+        odd: 0,
+    };
     for (i, &b) in block.iter().enumerate() {
-        let odd = b == b'\\' || b >= 0x80;
-        let stop = odd || b == b'"' || b < 0x20;
-        masks.stop |= u16::from(stop) << i;
-        masks.odd |= u16::from(odd) << i;
+        masks.quote |= u16::from(b == b'"') << i;
+        masks.control |= u16::from(!(0x20..0x80).contains(&b)) << i;
+        masks.odd |= u16::from(b == b'\\' || b >= 0x80) << i;
     }
     masks
 }
@@ -514,31 +560,56 @@ mod tests {
         }
 
         #[test]
-        fn classify_marks_exactly_the_stop_bytes(
+        fn classify_marks_exactly_the_quotes(
             bytes in proptest::collection::vec(
-                prop_oneof![40 => 0x20u8..0x80, 2 => Just(b'"'), 1 => 0u8..0x20, 1 => any::<u8>()],
+                prop_oneof![40 => 0x20u8..0x80, 4 => Just(b'"'), 1 => 0u8..0x20, 1 => any::<u8>()],
                 0..BLOCK_WORDS * WORD_BYTES + 40,
             ),
         ) {
             let odd = |b: u8| b == b'\\' || b >= 0x80;
-            let stop = |b: u8| odd(b) || b == b'"' || b < 0x20;
-            let blocks = Blocks::classify(&bytes);
-            let takes = bytes.len() <= BLOCK_WORDS * WORD_BYTES && !bytes.iter().any(|&b| odd(b));
-            prop_assert_eq!(blocks.is_some(), takes);
-            if let Some(blocks) = blocks {
-                prop_assert_eq!(blocks.text.as_bytes(), &bytes[..]);
+            let mut quotes = [0; BLOCK_WORDS];
+            let text = Blocks::classify(&bytes, &mut quotes);
+            let blocks = Blocks { quotes: &quotes };
+            let takes = bytes.len() <= BLOCK_WORDS * WORD_BYTES
+                && !bytes.iter().any(|&b| odd(b))
+                && !control_in_string(&bytes);
+            prop_assert_eq!(text.is_some(), takes);
+            if let Some(text) = text {
+                prop_assert_eq!(text.as_bytes(), &bytes[..]);
                 for i in 0..BLOCK_WORDS * WORD_BYTES {
-                    let marked = blocks.stops[i / WORD_BYTES] >> (i % WORD_BYTES) & 1 == 1;
-                    prop_assert_eq!(marked, bytes.get(i).is_some_and(|&b| stop(b)), "byte {}", i);
+                    let marked = blocks.quotes[i / WORD_BYTES] >> (i % WORD_BYTES) & 1 == 1;
+                    prop_assert_eq!(marked, bytes.get(i) == Some(&b'"'), "byte {}", i);
                 }
-                for start in 0..=bytes.len() {
-                    prop_assert_eq!(
-                        blocks.stop_from(&bytes, start),
-                        Search.stop_from(&bytes, start),
-                        "from {}", start
-                    );
+                // At every string's start (just past an odd-numbered
+                // quote), the bitmap finds what the search finds.
+                let mut opening = true;
+                for (i, &b) in bytes.iter().enumerate() {
+                    if b != b'"' {
+                        continue;
+                    }
+                    if opening {
+                        prop_assert_eq!(
+                            blocks.string_end(&bytes, i + 1),
+                            Search.string_end(&bytes, i + 1),
+                            "from {}", i + 1
+                        );
+                    }
+                    opening = !opening;
                 }
             }
+        }
+
+        #[test]
+        fn control_in_string_is_the_byte_by_byte_definition(
+            bytes in proptest::collection::vec(
+                prop_oneof![8 => 0x20u8..0x80, 2 => Just(b'"'), 1 => 0u8..0x20],
+                0..40,
+            ),
+        ) {
+            let expected = bytes.iter().enumerate().any(|(i, &b)| {
+                b < 0x20 && bytes[..i].iter().filter(|&&q| q == b'"').count() % 2 == 1
+            });
+            prop_assert_eq!(control_in_string(&bytes), expected);
         }
     }
 }
