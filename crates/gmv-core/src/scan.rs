@@ -18,7 +18,10 @@
 //! read off that bitmap instead of being searched for. A record with any
 //! non-ASCII byte or backslash, or longer than the bitmap, takes the
 //! original path ([`std::str::from_utf8`] plus a per-string search), so
-//! correctness in those cases never rests on the block scan.
+//! correctness in those cases never rests on the block scan. The usual
+//! compact record (`{"key":"value",...}`, no whitespace, string values) is
+//! read off the quote bitmap alone ([`scan_compact`]); any other record the
+//! block scan takes goes through the general scanner.
 
 use std::borrow::Cow;
 
@@ -46,8 +49,89 @@ pub(crate) fn scan_into<'a>(payload: &'a [u8], fields: &mut Fields<'a>) -> Optio
     // `Option` cost a copy.
     let mut quotes = [0; BLOCK_WORDS];
     match Blocks::classify(payload, &mut quotes) {
-        Some(text) => scan_text(text, &Blocks { quotes: &quotes }, fields),
+        Some(text) => {
+            if scan_compact(text, &quotes, fields).is_some() {
+                return Some(());
+            }
+            // The general scanner wants empty fields.
+            *fields = Fields::default();
+            scan_text(text, &Blocks { quotes: &quotes }, fields)
+        }
         None => scan_searching(payload, fields),
+    }
+}
+
+/// The usual record, read off its quote bitmap alone: `{"key":"value",...}`
+/// with every value a string and no whitespace, so that the quotes come in
+/// fours (key, value) separated by exactly `:` and `,`. `None` for anything
+/// else (whitespace, a number, `null`, `{}`, a repeated known field...),
+/// which the general scanner then reads.
+///
+/// The record is one [`Blocks::classify`] accepted (ASCII, no backslash, no
+/// control byte in a string), so each pair of quotes encloses a plain
+/// string, and what it accepts is exactly what the general scanner accepts
+/// on such input, with the same fields.
+#[inline(always)]
+fn scan_compact<'a>(
+    text: &'a str,
+    quotes: &[u64; BLOCK_WORDS],
+    fields: &mut Fields<'a>,
+) -> Option<()> {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'{') || bytes.last() != Some(&b'}') {
+        return None;
+    }
+    let mut word = 0;
+    let mut bits = quotes[0];
+    let mut next_quote = || {
+        while bits == 0 {
+            word += 1;
+            bits = *quotes.get(word)?;
+        }
+        let at = word * WORD_BYTES + bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        Some(at)
+    };
+    // Where the next key's opening quote must be.
+    let mut key_open = 1;
+    loop {
+        if next_quote()? != key_open {
+            return None;
+        }
+        let key_close = next_quote()?;
+        let value_open = next_quote()?;
+        let value_close = next_quote()?;
+        if value_open != key_close + 2 || bytes.get(key_close + 1) != Some(&b':') {
+            return None;
+        }
+        let value = text.get(value_open + 1..value_close)?;
+        let slot = match bytes.get(key_open + 1..key_close)? {
+            b"txn_id" => &mut fields.txn_id,
+            b"merchant_id" => &mut fields.merchant_id,
+            b"amount" => {
+                // serde refuses a repeated field; let it say so.
+                if fields.amount.is_some() {
+                    return None;
+                }
+                // The raw JSON text, quotes included.
+                fields.amount = Some(text.get(value_open..=value_close)?);
+                &mut None
+            }
+            b"currency" => &mut fields.currency,
+            b"channel" => &mut fields.channel,
+            b"settled_at" => &mut fields.settled_at,
+            _ => &mut None,
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(Cow::Borrowed(value));
+        match bytes.get(value_close + 1)? {
+            b',' => key_open = value_close + 2,
+            // The closing brace is the last byte (checked above).
+            b'}' if value_close + 2 == bytes.len() => return Some(()),
+            _ => return None,
+        }
     }
 }
 
