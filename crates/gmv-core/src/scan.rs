@@ -416,15 +416,13 @@ impl Blocks<'_> {
         // Four blocks' quote masks are gathered in a register and stored
         // once per word (or-ing each into memory cost a load and a store).
         let mut word = 0u64;
-        let mut control = 0u16;
-        let mut odd = 0u16;
+        let mut unusual = 0u16;
         let mut chunks = payload.chunks_exact(16);
         let mut at = 0;
         for block in chunks.by_ref() {
             let masks = block_masks(block.try_into().ok()?);
             word |= u64::from(masks.quote) << (at % 4 * 16);
-            control |= masks.control;
-            odd |= masks.odd;
+            unusual |= masks.unusual;
             if at % 4 == 3 {
                 *quotes.get_mut(at / 4)? = word;
                 word = 0;
@@ -441,8 +439,7 @@ impl Blocks<'_> {
                     let masks = block_masks(last);
                     BlockMasks {
                         quote: masks.quote >> (16 - tail),
-                        control: masks.control >> (16 - tail),
-                        odd: masks.odd >> (16 - tail),
+                        unusual: masks.unusual >> (16 - tail),
                     }
                 }
                 // A record shorter than one block (never a valid event).
@@ -454,14 +451,15 @@ impl Blocks<'_> {
                 }
             };
             word |= u64::from(masks.quote) << (at % 4 * 16);
-            control |= masks.control;
-            odd |= masks.odd;
+            unusual |= masks.unusual;
         }
         // The last, partial word (nothing left over at exactly the limit).
         if let Some(last) = quotes.get_mut(at / 4) {
             *last |= word;
         }
-        if odd != 0 || (control != 0 && control_in_string(payload)) {
+        // Only records with whitespace between tokens (or worse) get past
+        // the first test, so bytewise is fine.
+        if unusual != 0 && (payload.iter().any(|&b| is_odd(b)) || control_in_string(payload)) {
             return None;
         }
         Some(ascii_str(payload))
@@ -504,9 +502,16 @@ impl StringEnds for Blocks<'_> {
 #[inline(always)]
 fn ascii_str(bytes: &[u8]) -> &str {
     debug_assert!(bytes.is_ascii());
-    // SAFETY: only called on bytes that are all ASCII (the callers' block
-    // scan found no byte with its high bit set), and ASCII is valid UTF-8.
+    // SAFETY: only called on a record with no byte of 0x80 or above (every
+    // such byte sets its block's `unusual` mask, and a record with any set
+    // bit there is only taken after a bytewise `is_odd` check), and ASCII is
+    // valid UTF-8.
     unsafe { std::str::from_utf8_unchecked(bytes) }
+}
+
+/// Whether byte `b` keeps a record off the block path: `\` or non-ASCII.
+fn is_odd(b: u8) -> bool {
+    b == b'\\' || b >= 0x80
 }
 
 /// The classes of one 16-byte block, one bit per byte (bit `i` for byte `i`).
@@ -514,11 +519,10 @@ fn ascii_str(bytes: &[u8]) -> &str {
 struct BlockMasks {
     /// `"`.
     quote: u16,
-    /// Below 0x20, or 0x80 and above (one signed compare finds both; the
-    /// latter leave the block path through `odd` anyway).
-    control: u16,
-    /// `\` or 0x80 and above: the record leaves the block path.
-    odd: u16,
+    /// Below 0x20, `\`, or 0x80 and above: a byte that makes the record
+    /// leave the block path ([`is_odd`]) or be checked for a control byte
+    /// inside a string. (One mask for both: the usual record has neither.)
+    unusual: u16,
 }
 
 /// [`BlockMasks`] of one block with SSE2 (baseline on x86_64).
@@ -532,26 +536,19 @@ fn block_masks(block: &[u8; 16]) -> BlockMasks {
     // SAFETY: SSE2 is part of the x86_64 baseline, so these intrinsics are
     // available on every CPU this code can run on; the unaligned load reads
     // exactly the 16 bytes of `block`.
-    let (quote, control, odd) = unsafe {
+    let (quote, unusual) = unsafe {
         let x = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
         let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
         let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
         // A signed compare: bytes 0x80 and above are negative, so "below
         // 0x20" marks them as well as the control bytes.
-        let control = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
-        // movemask takes each byte's high bit: set in the compare results
-        // and in every non-ASCII byte of `x` itself.
-        let odd = _mm_or_si128(backslash, x);
-        (
-            _mm_movemask_epi8(quote),
-            _mm_movemask_epi8(control),
-            _mm_movemask_epi8(odd),
-        )
+        let low_or_high = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
+        let unusual = _mm_or_si128(backslash, low_or_high);
+        (_mm_movemask_epi8(quote), _mm_movemask_epi8(unusual))
     };
     BlockMasks {
         quote: quote as u16,
-        control: control as u16,
-        odd: odd as u16,
+        unusual: unusual as u16,
     }
 }
 
@@ -562,13 +559,11 @@ fn block_masks(block: &[u8; 16]) -> BlockMasks {
 fn block_masks_scalar(block: &[u8; 16]) -> BlockMasks {
     let mut masks = BlockMasks {
         quote: 0,
-        control: 0,
-        odd: 0,
+        unusual: 0,
     };
     for (i, &b) in block.iter().enumerate() {
         masks.quote |= u16::from(b == b'"') << i;
-        masks.control |= u16::from(!(0x20..0x80).contains(&b)) << i;
-        masks.odd |= u16::from(b == b'\\' || b >= 0x80) << i;
+        masks.unusual |= u16::from(b < 0x20 || is_odd(b)) << i;
     }
     masks
 }
