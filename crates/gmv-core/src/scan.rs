@@ -11,6 +11,17 @@
 //! syntax error) returns `None`, and the caller decodes the record with
 //! `serde_json`, so every rejection and its detail stay serde's. A property
 //! test in `event.rs` checks that both paths agree.
+//!
+//! A record is first classified in 16-byte blocks ([`Blocks`]): one pass
+//! marks every `"`, `\`, control and non-ASCII byte. A record of ASCII only
+//! is valid UTF-8 without further checking, and each string's end is then
+//! read off that bitmap instead of being searched for. A record with any
+//! non-ASCII byte or backslash, or longer than the bitmap, takes the
+//! original path ([`std::str::from_utf8`] plus a per-string search), so
+//! correctness in those cases never rests on the block scan. The usual
+//! compact record (`{"key":"value",...}`, no whitespace, string values) is
+//! read off the quote bitmap alone ([`scan_compact`]); any other record the
+//! block scan takes goes through the general scanner.
 
 use std::borrow::Cow;
 
@@ -26,17 +37,148 @@ pub(crate) struct Fields<'a> {
     pub(crate) settled_at: Option<Cow<'a, str>>,
 }
 
-/// Scans `payload` as a flat event object; `None` means "ask `serde_json`".
+/// Scans `payload` as a flat event object into `fields`, which must be
+/// empty (all `None`); `None` means "ask `serde_json`", and `fields` then
+/// holds whatever was read before the scanner gave up.
+///
+/// The caller owns `fields` so that the scanner writes each field in place:
+/// returning the ~140-byte struct by value cost a `memcpy` per record.
+#[inline(always)]
+pub(crate) fn scan_into<'a>(payload: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
+    // The bitmap lives here and is lent out: returning it inside an
+    // `Option` cost a copy.
+    let mut quotes = [0; BLOCK_WORDS];
+    match Blocks::classify(payload, &mut quotes) {
+        Some(text) => {
+            if scan_compact(text, &quotes, fields).is_some() {
+                return Some(());
+            }
+            // The general scanner wants empty fields.
+            *fields = Fields::default();
+            scan_text(text, &Blocks { quotes: &quotes }, fields)
+        }
+        None => scan_searching(payload, fields),
+    }
+}
+
+/// The usual record, read off its quote bitmap alone: `{"key":"value",...}`
+/// with every value a string and no whitespace, so that the quotes come in
+/// fours (key, value) separated by exactly `:` and `,`. `None` for anything
+/// else (whitespace, a number, `null`, `{}`, a repeated known field...),
+/// which the general scanner then reads.
+///
+/// The record is one [`Blocks::classify`] accepted (ASCII, no backslash, no
+/// control byte in a string), so each pair of quotes encloses a plain
+/// string, and what it accepts is exactly what the general scanner accepts
+/// on such input, with the same fields.
+#[inline(always)]
+fn scan_compact<'a>(
+    text: &'a str,
+    quotes: &[u64; BLOCK_WORDS],
+    fields: &mut Fields<'a>,
+) -> Option<()> {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'{') || bytes.last() != Some(&b'}') {
+        return None;
+    }
+    let mut word = 0;
+    let mut bits = quotes[0];
+    let mut next_quote = || {
+        while bits == 0 {
+            word += 1;
+            bits = *quotes.get(word)?;
+        }
+        let at = word * WORD_BYTES + bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        Some(at)
+    };
+    // Where the next key's opening quote must be.
+    let mut key_open = 1;
+    loop {
+        if next_quote()? != key_open {
+            return None;
+        }
+        let key_close = next_quote()?;
+        let value_open = next_quote()?;
+        let value_close = next_quote()?;
+        if value_open != key_close + 2 || bytes.get(key_close + 1) != Some(&b':') {
+            return None;
+        }
+        let value = text.get(value_open + 1..value_close)?;
+        let slot = match bytes.get(key_open + 1..key_close)? {
+            b"txn_id" => &mut fields.txn_id,
+            b"merchant_id" => &mut fields.merchant_id,
+            b"amount" => {
+                // serde refuses a repeated field; let it say so.
+                if fields.amount.is_some() {
+                    return None;
+                }
+                // The raw JSON text, quotes included.
+                fields.amount = Some(text.get(value_open..=value_close)?);
+                &mut None
+            }
+            b"currency" => &mut fields.currency,
+            b"channel" => &mut fields.channel,
+            b"settled_at" => &mut fields.settled_at,
+            _ => &mut None,
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(Cow::Borrowed(value));
+        match bytes.get(value_close + 1)? {
+            b',' => key_open = value_close + 2,
+            // The closing brace is the last byte (checked above).
+            b'}' if value_close + 2 == bytes.len() => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// [`scan_into`] into a fresh [`Fields`].
+#[cfg(test)]
 pub(crate) fn scan(payload: &[u8]) -> Option<Fields<'_>> {
+    let mut fields = Fields::default();
+    scan_into(payload, &mut fields).map(|()| fields)
+}
+
+/// The path for records the block scan does not take (non-ASCII, escapes,
+/// very long): kept out of line so that the usual path stays compact.
+#[inline(never)]
+fn scan_searching<'a>(payload: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
     // Whole-record UTF-8 check: serde_json validates every string it reads;
     // outside strings a non-ASCII byte is a syntax error either way.
     let text = std::str::from_utf8(payload).ok()?;
+    scan_text(text, &Search, fields)
+}
+
+/// How the scanner finds where a string body ends.
+trait StringEnds {
+    /// The index of the closing quote of the string whose body starts at
+    /// `start` in `bytes` (just past its opening quote), or `None` if the
+    /// string holds an escape or a control byte, or is not closed.
+    fn string_end(&self, bytes: &[u8], start: usize) -> Option<usize>;
+}
+
+/// Searches each string eight bytes at a time: for any valid UTF-8 record.
+struct Search;
+
+impl StringEnds for Search {
+    #[inline(always)]
+    fn string_end(&self, bytes: &[u8], start: usize) -> Option<usize> {
+        let end = start + string_len(bytes.get(start..)?)?;
+        (*bytes.get(end)? == b'"').then_some(end)
+    }
+}
+
+#[inline(always)]
+fn scan_text<'a, E: StringEnds>(text: &'a str, ends: &E, fields: &mut Fields<'a>) -> Option<()> {
     let mut s = Scanner {
         text,
         bytes: text.as_bytes(),
         pos: 0,
+        ends,
     };
-    let mut fields = Fields::default();
     if s.next()? != b'{' {
         return None;
     }
@@ -79,7 +221,7 @@ pub(crate) fn scan(payload: &[u8]) -> Option<Fields<'_>> {
     }
     // serde_json allows trailing whitespace and nothing else.
     s.skip_ws();
-    (s.pos == s.bytes.len()).then_some(fields)
+    (s.pos == s.bytes.len()).then_some(())
 }
 
 /// An object key, as far as the event is concerned.
@@ -94,13 +236,14 @@ enum Key {
     Other,
 }
 
-struct Scanner<'a> {
+struct Scanner<'a, 'e, E> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    ends: &'e E,
 }
 
-impl<'a> Scanner<'a> {
+impl<'a, E: StringEnds> Scanner<'a, '_, E> {
     #[inline]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
@@ -126,13 +269,10 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn string_body(&mut self) -> Option<&'a str> {
         let start = self.pos;
-        let len = string_len(&self.bytes[start..])?;
-        if self.bytes[start + len] != b'"' {
-            return None;
-        }
-        self.pos = start + len + 1;
+        let end = self.ends.string_end(self.bytes, start)?;
+        self.pos = end + 1;
         // Both ends are ASCII quotes, so this slice is on char boundaries.
-        self.text.get(start..start + len)
+        self.text.get(start..end)
     }
 
     /// An object key whose opening quote was just read, up to and past the
@@ -245,6 +385,195 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Bytes per bitmap word.
+const WORD_BYTES: usize = 64;
+
+/// Bitmap words per record: records up to `BLOCK_WORDS * 64` bytes (far
+/// beyond the contract's usual ~150–300) take the block path.
+const BLOCK_WORDS: usize = 8;
+
+/// Where the quotes are in a record fit for the block path (all ASCII, no
+/// backslash, no control byte inside a string), found in 16-byte blocks.
+///
+/// Without backslashes every `"` delimits a string, so the strings are
+/// exactly the spans from an odd-numbered quote to the next one, and the
+/// end of the string opened at any quote is simply the next quote.
+struct Blocks<'q> {
+    /// Bit `i % 64` of word `i / 64` is set iff byte `i` is `"`.
+    quotes: &'q [u64; BLOCK_WORDS],
+}
+
+impl Blocks<'_> {
+    /// Classifies `payload`, marking its quotes in `quotes` (all zero on
+    /// entry), and returns it as text; `None` if it is longer than the
+    /// bitmap, holds any non-ASCII byte or backslash, or a control byte
+    /// inside a string: such a record takes the original path.
+    #[inline(always)]
+    fn classify<'a>(payload: &'a [u8], quotes: &mut [u64; BLOCK_WORDS]) -> Option<&'a str> {
+        if payload.len() > BLOCK_WORDS * WORD_BYTES {
+            return None;
+        }
+        // Four blocks' quote masks are gathered in a register and stored
+        // once per word (or-ing each into memory cost a load and a store).
+        let mut word = 0u64;
+        let mut unusual = 0u16;
+        let mut chunks = payload.chunks_exact(16);
+        let mut at = 0;
+        for block in chunks.by_ref() {
+            let masks = block_masks(block.try_into().ok()?);
+            word |= u64::from(masks.quote) << (at % 4 * 16);
+            unusual |= masks.unusual;
+            if at % 4 == 3 {
+                *quotes.get_mut(at / 4)? = word;
+                word = 0;
+            }
+            at += 1;
+        }
+        let tail = chunks.remainder().len();
+        if tail > 0 {
+            let masks = match payload.last_chunk::<16>() {
+                // The record's last 16 bytes, of which the first `16 - tail`
+                // were in the previous block: shifted out. (Copying the tail
+                // into a padded block instead costs a `memcpy` call.)
+                Some(last) => {
+                    let masks = block_masks(last);
+                    BlockMasks {
+                        quote: masks.quote >> (16 - tail),
+                        unusual: masks.unusual >> (16 - tail),
+                    }
+                }
+                // A record shorter than one block (never a valid event).
+                None => {
+                    // Spaces are in no class, so nothing past the end is marked.
+                    let mut last = [b' '; 16];
+                    last[..tail].copy_from_slice(payload);
+                    block_masks(&last)
+                }
+            };
+            word |= u64::from(masks.quote) << (at % 4 * 16);
+            unusual |= masks.unusual;
+        }
+        // The last, partial word (nothing left over at exactly the limit).
+        if let Some(last) = quotes.get_mut(at / 4) {
+            *last |= word;
+        }
+        // Only records with whitespace between tokens (or worse) get past
+        // the first test, so bytewise is fine.
+        if unusual != 0 && (payload.iter().any(|&b| is_odd(b)) || control_in_string(payload)) {
+            return None;
+        }
+        Some(ascii_str(payload))
+    }
+}
+
+/// Whether a control byte lies inside a string, the strings being the spans
+/// between alternate quotes (true of a record without backslashes). Only
+/// records with whitespace between tokens get here, so bytewise is fine.
+#[cold]
+fn control_in_string(payload: &[u8]) -> bool {
+    let mut in_string = false;
+    for &b in payload {
+        if b == b'"' {
+            in_string = !in_string;
+        } else if b < 0x20 && in_string {
+            return true;
+        }
+    }
+    false
+}
+
+impl StringEnds for Blocks<'_> {
+    /// The next quote: the string's end (see [`Blocks`]); a record with an
+    /// escape or a control byte in a string never gets a [`Blocks`].
+    #[inline(always)]
+    fn string_end(&self, _bytes: &[u8], start: usize) -> Option<usize> {
+        let mut word = start / WORD_BYTES;
+        let mut bits = *self.quotes.get(word)? & (u64::MAX << (start % WORD_BYTES));
+        while bits == 0 {
+            word += 1;
+            bits = *self.quotes.get(word)?;
+        }
+        Some(word * WORD_BYTES + bits.trailing_zeros() as usize)
+    }
+}
+
+/// `bytes` as text, once [`Blocks::classify`] has seen that every byte is
+/// below 0x80.
+#[inline(always)]
+fn ascii_str(bytes: &[u8]) -> &str {
+    debug_assert!(bytes.is_ascii());
+    // SAFETY: only called on a record with no byte of 0x80 or above (every
+    // such byte sets its block's `unusual` mask, and a record with any set
+    // bit there is only taken after a bytewise `is_odd` check), and ASCII is
+    // valid UTF-8.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
+}
+
+/// Whether byte `b` keeps a record off the block path: `\` or non-ASCII.
+fn is_odd(b: u8) -> bool {
+    b == b'\\' || b >= 0x80
+}
+
+/// The classes of one 16-byte block, one bit per byte (bit `i` for byte `i`).
+#[derive(Debug, PartialEq, Eq)]
+struct BlockMasks {
+    /// `"`.
+    quote: u16,
+    /// Below 0x20, `\`, or 0x80 and above: a byte that makes the record
+    /// leave the block path ([`is_odd`]) or be checked for a control byte
+    /// inside a string. (One mask for both: the usual record has neither.)
+    unusual: u16,
+}
+
+/// [`BlockMasks`] of one block with SSE2 (baseline on x86_64).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn block_masks(block: &[u8; 16]) -> BlockMasks {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86_64 baseline, so these intrinsics are
+    // available on every CPU this code can run on; the unaligned load reads
+    // exactly the 16 bytes of `block`.
+    let (quote, unusual) = unsafe {
+        let x = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
+        // A signed compare: bytes 0x80 and above are negative, so "below
+        // 0x20" marks them as well as the control bytes.
+        let low_or_high = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
+        let unusual = _mm_or_si128(backslash, low_or_high);
+        (_mm_movemask_epi8(quote), _mm_movemask_epi8(unusual))
+    };
+    BlockMasks {
+        quote: quote as u16,
+        unusual: unusual as u16,
+    }
+}
+
+/// [`BlockMasks`] of one block, byte by byte: the definition, and the code
+/// on targets without a vector version.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline(always)]
+fn block_masks_scalar(block: &[u8; 16]) -> BlockMasks {
+    let mut masks = BlockMasks {
+        quote: 0,
+        unusual: 0,
+    };
+    for (i, &b) in block.iter().enumerate() {
+        masks.quote |= u16::from(b == b'"') << i;
+        masks.unusual |= u16::from(b < 0x20 || is_odd(b)) << i;
+    }
+    masks
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn block_masks(block: &[u8; 16]) -> BlockMasks {
+    block_masks_scalar(block)
+}
+
 /// Where a string body ends: the index of the first `"`, `\` or control
 /// character (below 0x20), eight bytes at a time.
 #[inline(always)]
@@ -302,6 +631,64 @@ mod tests {
         ) {
             let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
             prop_assert_eq!(string_len(&bytes), naive);
+        }
+
+        #[test]
+        fn block_masks_match_the_byte_by_byte_definition(block in any::<[u8; 16]>()) {
+            prop_assert_eq!(block_masks(&block), block_masks_scalar(&block));
+        }
+
+        #[test]
+        fn classify_marks_exactly_the_quotes(
+            bytes in proptest::collection::vec(
+                prop_oneof![40 => 0x20u8..0x80, 4 => Just(b'"'), 1 => 0u8..0x20, 1 => any::<u8>()],
+                0..BLOCK_WORDS * WORD_BYTES + 40,
+            ),
+        ) {
+            let odd = |b: u8| b == b'\\' || b >= 0x80;
+            let mut quotes = [0; BLOCK_WORDS];
+            let text = Blocks::classify(&bytes, &mut quotes);
+            let blocks = Blocks { quotes: &quotes };
+            let takes = bytes.len() <= BLOCK_WORDS * WORD_BYTES
+                && !bytes.iter().any(|&b| odd(b))
+                && !control_in_string(&bytes);
+            prop_assert_eq!(text.is_some(), takes);
+            if let Some(text) = text {
+                prop_assert_eq!(text.as_bytes(), &bytes[..]);
+                for i in 0..BLOCK_WORDS * WORD_BYTES {
+                    let marked = blocks.quotes[i / WORD_BYTES] >> (i % WORD_BYTES) & 1 == 1;
+                    prop_assert_eq!(marked, bytes.get(i) == Some(&b'"'), "byte {}", i);
+                }
+                // At every string's start (just past an odd-numbered
+                // quote), the bitmap finds what the search finds.
+                let mut opening = true;
+                for (i, &b) in bytes.iter().enumerate() {
+                    if b != b'"' {
+                        continue;
+                    }
+                    if opening {
+                        prop_assert_eq!(
+                            blocks.string_end(&bytes, i + 1),
+                            Search.string_end(&bytes, i + 1),
+                            "from {}", i + 1
+                        );
+                    }
+                    opening = !opening;
+                }
+            }
+        }
+
+        #[test]
+        fn control_in_string_is_the_byte_by_byte_definition(
+            bytes in proptest::collection::vec(
+                prop_oneof![8 => 0x20u8..0x80, 2 => Just(b'"'), 1 => 0u8..0x20],
+                0..40,
+            ),
+        ) {
+            let expected = bytes.iter().enumerate().any(|(i, &b)| {
+                b < 0x20 && bytes[..i].iter().filter(|&&q| q == b'"').count() % 2 == 1
+            });
+            prop_assert_eq!(control_in_string(&bytes), expected);
         }
     }
 }

@@ -57,19 +57,63 @@ fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
     days as i64 - 865_565
 }
 
+/// Whether every byte of `word` selected by `mask` (whole bytes of 0xff)
+/// is an ASCII digit: a high nibble of 3 and a low nibble below 10 (adding
+/// 6 to a nibble carries out of it exactly when it is 10 or more). No step
+/// carries or borrows across bytes, so each byte is judged on its own.
+#[inline]
+fn all_digits(word: u64, mask: u64) -> bool {
+    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    const LOW: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+    let high_not_3 = (word & HIGH) ^ 0x3030_3030_3030_3030;
+    let low_over_9 = ((word & LOW) + 0x0606_0606_0606_0606) & HIGH;
+    (high_not_3 | low_over_9) & mask == 0
+}
+
+/// Byte `k` of the result is `10 * digit(k) + digit(k + 1)`: the two-digit
+/// number starting at byte `k` of `word`, for every `k` below 7, once
+/// [`all_digits`] has vouched for those bytes. (At most 99 per byte, so no
+/// byte overflows into the next.)
+#[inline]
+fn pair_values(word: u64) -> u64 {
+    let digits = word & 0x0f0f_0f0f_0f0f_0f0f;
+    digits * 10 + (digits >> 8)
+}
+
+/// Byte `k` of `word`.
+#[inline]
+fn byte(word: u64, k: u32) -> u32 {
+    (word >> (8 * k)) as u32 & 0xff
+}
+
 fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+    // `YYYY-MM-DDTHH:MM:SS` as two eight-byte words (`YYYY-MM-` and
+    // `HH:MM:SS`, little-endian) plus the day and the `T` between them: each
+    // word's digits and separators are checked, and its two-digit numbers
+    // read, a few instructions for all of them.
+    let head: &[u8; 20] = b.first_chunk()?;
+    let date = u64::from_le_bytes(*head.first_chunk::<8>()?);
+    let clock = u64::from_le_bytes(*head[11..].first_chunk::<8>()?);
+    const DATE_DIGITS: u64 = 0x00ff_ff00_ffff_ffff;
+    const DATE_DASHES: u64 = 0xff00_00ff_0000_0000;
+    const CLOCK_DIGITS: u64 = 0xffff_00ff_ff00_ffff;
+    const CLOCK_COLONS: u64 = 0x0000_ff00_00ff_0000;
+    if date & DATE_DASHES != 0x2d00_002d_0000_0000
+        || clock & CLOCK_COLONS != 0x0000_3a00_003a_0000
+        || !all_digits(date, DATE_DIGITS)
+        || !all_digits(clock, CLOCK_DIGITS)
+        || !matches!(head[10], b'T' | b't')
+    {
         return None;
     }
-    if !matches!(b[10], b'T' | b't') {
-        return None;
-    }
-    let year = two_digits(b, 0)? * 100 + two_digits(b, 2)?;
-    let month = two_digits(b, 5)?;
+    let date = pair_values(date);
+    let clock = pair_values(clock);
+    let year = byte(date, 0) * 100 + byte(date, 2);
+    let month = byte(date, 5);
     let day = two_digits(b, 8)?;
-    let hour = two_digits(b, 11)?;
-    let minute = two_digits(b, 14)?;
-    let second = two_digits(b, 17)?;
+    let hour = byte(clock, 0);
+    let minute = byte(clock, 3);
+    let second = byte(clock, 6);
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
@@ -275,6 +319,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
         #[test]
         fn fast_path_agrees_with_chrono(
             secs in -2_000_000_000i64..4_000_000_000,
@@ -294,6 +340,36 @@ mod tests {
                 parse_rfc3339_millis(&text),
                 DateTime::parse_from_rfc3339(&text).ok().map(|t| t.timestamp_millis())
             );
+        }
+
+        #[test]
+        fn fast_path_agrees_with_chrono_on_damaged_text(
+            secs in -62_000_000_000i64..253_000_000_000,
+            millis in 0u32..1000,
+            offset_min in -(23 * 60 + 59)..(23 * 60 + 59i32),
+            format in 0usize..4,
+            damage in proptest::collection::vec(
+                (any::<proptest::sample::Index>(), proptest::sample::select(
+                    b"0123456789:-+.TtZz /\x00\x7f\x80\xff".to_vec(),
+                )),
+                0..3,
+            ),
+        ) {
+            let offset = FixedOffset::east_opt(offset_min * 60).unwrap();
+            let t = offset.timestamp_millis_opt(secs * 1000 + i64::from(millis)).unwrap();
+            let format = [SecondsFormat::Secs, SecondsFormat::Millis, SecondsFormat::Micros, SecondsFormat::Nanos][format];
+            let mut bytes = t.to_rfc3339_opts(format, offset_min == 0).into_bytes();
+            for (at, b) in damage {
+                let at = at.index(bytes.len());
+                bytes[at] = b;
+            }
+            let chrono = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+                .map(|t| t.timestamp_millis());
+            if let Some(fast) = parse_fast(&bytes) {
+                prop_assert_eq!(Some(fast), chrono, "{:?}", String::from_utf8_lossy(&bytes));
+            }
         }
 
         #[test]
