@@ -23,10 +23,8 @@ mod source;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use config::{Config, Loaded};
-// jemalloc with transparent huge pages: see the crate's docs.
 use figment::providers::Serialized;
 use figment::Figment;
-use gmv_alloc as _;
 use gmv_core::output::Report;
 use gmv_core::sink::LiveSink;
 use gmv_core::Engine;

@@ -259,27 +259,33 @@ fn work(
 ) -> io::Result<()> {
     let mut worker = engine.worker();
     for batch in full.iter() {
-        for (index, (position, record)) in batch.records().enumerate() {
-            let record = record.strip_suffix(b"\r").unwrap_or(record);
-            if is_blank(record) {
-                continue;
+        let records = batch
+            .records()
+            .enumerate()
+            .filter_map(|(index, (position, record))| {
+                let record = record.strip_suffix(b"\r").unwrap_or(record);
+                (!is_blank(record)).then_some(((index, position), record))
+            });
+        let mut kept = Ok(());
+        worker.process_each(records, |(index, position), record, rejection| {
+            if kept.is_err() {
+                return; // the sink failed; the run ends with that error
             }
-            if let Err(rejection) = worker.process(record) {
-                let origin = format!("{source_name}:{position}");
-                let rejection = match batch.truncated_length(index) {
-                    Some(length) => Rejection {
-                        reason: Reason::Oversize,
-                        detail: format!("record of {length} bytes exceeds engine.max_event_bytes; its first {} bytes are kept", record.len()).into(),
-                    },
-                    None => rejection,
-                };
-                dead_letters.keep(DeadLetter {
-                    rejection: &rejection,
-                    payload: record,
-                    origin: &origin,
-                })?;
-            }
-        }
+            let origin = format!("{source_name}:{position}");
+            let rejection = match batch.truncated_length(index) {
+                Some(length) => Rejection {
+                    reason: Reason::Oversize,
+                    detail: format!("record of {length} bytes exceeds engine.max_event_bytes; its first {} bytes are kept", record.len()).into(),
+                },
+                None => rejection,
+            };
+            kept = dead_letters.keep(DeadLetter {
+                rejection: &rejection,
+                payload: record,
+                origin: &origin,
+            });
+        });
+        kept?;
         worker.flush();
         if let Some(started) = batch.started {
             engine

@@ -4,9 +4,6 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use gmv_core::{Engine, Settings};
-// The `gmv` binary's allocator (jemalloc with huge pages), so the figures are
-// the shipped engine's.
-use gmv_alloc as _;
 
 const EVENTS: usize = 200_000;
 
@@ -47,9 +44,7 @@ fn records(round: usize) -> Vec<Vec<u8>> {
 fn run(engine: &Engine, records: &[Vec<u8>]) {
     let mut worker = engine.worker();
     for batch in records.chunks(4096) {
-        for record in batch {
-            let _ = worker.process(record);
-        }
+        worker.process_each(batch.iter().map(|r| ((), r.as_slice())), |_, _, _| {});
         worker.flush();
     }
 }

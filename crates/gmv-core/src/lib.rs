@@ -25,6 +25,7 @@ pub mod engine;
 pub mod event;
 pub mod money;
 pub mod output;
+mod prefetch;
 pub mod reject;
 mod scan;
 pub mod sink;

@@ -615,23 +615,24 @@ impl Task {
         let mut next = slot.next_offset.load(Ordering::Relaxed);
         let mut first = slot.first_offset.load(Ordering::Relaxed);
         let mut worker = slot.engine.worker();
-        for message in run {
+        let timestamps = &mut self.timestamps;
+        let records = run.iter().filter_map(|message| {
             let offset = message.offset();
             if offset < next {
-                continue; // fetched again after a rebalance; already counted
-            }
-            let payload = message.payload().unwrap_or_default();
-            if let Err(rejection) = worker.process(payload) {
-                outputs.dead_letter(&rejection, payload, &slot.topic, slot.partition, offset);
+                return None; // fetched again after a rebalance; already counted
             }
             if let Some(ts) = message.timestamp().to_millis() {
-                self.timestamps.push(ts);
+                timestamps.push(ts);
             }
             if first < 0 {
                 first = offset;
             }
             next = offset + 1;
-        }
+            Some((offset, message.payload().unwrap_or_default()))
+        });
+        worker.process_each(records, |offset, payload, rejection| {
+            outputs.dead_letter(&rejection, payload, &slot.topic, slot.partition, offset);
+        });
         drop(worker);
         slot.first_offset.store(first, Ordering::SeqCst);
         slot.next_offset.store(next, Ordering::SeqCst);

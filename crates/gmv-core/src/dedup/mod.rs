@@ -14,12 +14,16 @@
 //! later ids (per shard, on average) and at least `retention` of event time,
 //! and never more than `max_ids` ids are held in all.
 
+mod table;
+
+use crate::prefetch::prefetch;
 use crate::spin::SpinLock;
 use crate::state::{DedupJournal, DedupShardState, DedupState, StateError};
 use crate::time::EpochMillis;
-use hashbrown::hash_table::Entry;
-use hashbrown::HashTable;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
+use table::{IdTable, Layout, Probe, Slot};
 use xxhash_rust::xxh3::xxh3_128;
 
 /// What the set says about an event.
@@ -35,23 +39,17 @@ pub enum Verdict {
 
 /// Bytes one retained id costs in a full table: a 24-byte slot (the 16-byte
 /// key as two `u64`s, so the slot needs no 16-byte alignment, and the 8-byte
-/// fingerprint) and 1 control byte, at hashbrown's 7/8 maximum load.
+/// fingerprint) and 1 control byte, at the tables' 7/8 maximum load.
 pub const BYTES_PER_ID_AT_FULL_LOAD: usize = (std::mem::size_of::<Slot>() + 1) * 8 / 7;
 
 const SHARDS: usize = 64;
-
-/// Control bytes and alignment padding a table adds beyond one control byte
-/// per bucket (hashbrown's group width is 16 with SSE2, 8 elsewhere; the
-/// slot array is padded to the same alignment).
-const TABLE_OVERHEAD_BYTES: usize = 2 * 16;
 
 /// The most the id tables of a `DedupSet::new(max_ids, _)` can allocate: every
 /// shard's two generations at the bucket count a full generation needs.
 /// Bucket counts are powers of two, so this is between 1 and 2 times
 /// `max_ids * BYTES_PER_ID_AT_FULL_LOAD` (20M ids: 800 MiB).
 pub fn max_allocated_bytes(max_ids: usize) -> usize {
-    let buckets = buckets_for(generation_cap(max_ids));
-    SHARDS * 2 * (buckets * (std::mem::size_of::<Slot>() + 1) + TABLE_OVERHEAD_BYTES)
+    SHARDS * 2 * table::bytes_for(table::buckets_for(generation_cap(max_ids)))
 }
 
 /// Ids per generation per shard.
@@ -59,53 +57,48 @@ fn generation_cap(max_ids: usize) -> usize {
     (max_ids / SHARDS / 2).max(1)
 }
 
-/// The bucket count hashbrown gives a table holding `items` (its load
-/// factor is at most 7/8, and small tables have 4 or 8 buckets).
-fn buckets_for(items: usize) -> usize {
-    match items {
-        0..4 => 4,
-        4..8 => 8,
-        _ => (items * 8 / 7).next_power_of_two(),
+/// Where one table of a shard is, readable without the shard's lock so that
+/// [`DedupSet::prefetch`] can compute an id's probe address early. Updated
+/// under the lock whenever the table moves (growth, rotation, restore). A
+/// reader may see a stale or half-updated layout; it only prefetches from it,
+/// which never faults and changes nothing, so the worst case is a useless
+/// prefetch.
+#[derive(Default)]
+struct Hint {
+    control: AtomicPtr<u8>,
+    slots: AtomicPtr<Slot>,
+    mask: AtomicUsize,
+}
+
+impl Hint {
+    fn publish(&self, table: &IdTable) {
+        let layout = table.layout();
+        self.control.store(
+            layout.map_or(ptr::null_mut(), |l| l.control.cast_mut()),
+            Relaxed,
+        );
+        self.slots.store(
+            layout.map_or(ptr::null_mut(), |l| l.slots.cast_mut()),
+            Relaxed,
+        );
+        self.mask.store(layout.map_or(0, |l| l.mask), Relaxed);
+    }
+
+    fn layout(&self) -> Option<Layout> {
+        let control = self.control.load(Relaxed).cast_const();
+        (!control.is_null()).then(|| Layout {
+            control,
+            slots: self.slots.load(Relaxed).cast_const(),
+            mask: self.mask.load(Relaxed),
+        })
     }
 }
 
-/// One retained id. The key is kept as two halves rather than a `u128`,
-/// whose 16-byte alignment would pad the slot to 32 bytes.
-#[derive(Clone, Copy)]
-struct Slot {
-    /// Low half of the key: already a uniform hash, so it is the table hash.
-    lo: u64,
-    /// High half of the key; its low bits also pick the shard.
-    hi: u64,
-    fingerprint: u64,
-}
-
-impl Slot {
-    fn new(key: u128, fingerprint: u64) -> Self {
-        Self {
-            lo: key as u64,
-            hi: (key >> 64) as u64,
-            fingerprint,
-        }
-    }
-
-    fn key(&self) -> u128 {
-        u128::from(self.hi) << 64 | u128::from(self.lo)
-    }
-
-    /// The table hash of a slot being moved by a resize.
-    fn hash(&self) -> u64 {
-        self.lo
-    }
-}
-
-type IdTable = HashTable<Slot>;
-
-/// The fingerprint stored under `key` in `table`, if any.
-fn fingerprint_in(table: &IdTable, key: u128) -> Option<u64> {
-    table
-        .find(key as u64, |s| s.key() == key)
-        .map(|s| s.fingerprint)
+/// The hints of one shard's two tables.
+#[derive(Default)]
+struct ShardHints {
+    current: Hint,
+    previous: Hint,
 }
 
 struct Generations {
@@ -121,6 +114,7 @@ struct Generations {
 /// A sharded, bounded, exact set of recent transaction ids.
 pub struct DedupSet {
     shards: Box<[SpinLock<Generations>]>,
+    hints: Box<[ShardHints]>,
     generation_cap: usize,
     retention_ms: Option<i64>,
 }
@@ -133,8 +127,8 @@ impl DedupSet {
         let shards = (0..SHARDS)
             .map(|_| {
                 SpinLock::new(Generations {
-                    current: IdTable::new(),
-                    previous: IdTable::new(),
+                    current: IdTable::default(),
+                    previous: IdTable::default(),
                     current_since: None,
                     journal: None,
                 })
@@ -142,6 +136,7 @@ impl DedupSet {
             .collect();
         Self {
             shards,
+            hints: (0..SHARDS).map(|_| ShardHints::default()).collect(),
             generation_cap,
             retention_ms: retention.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         }
@@ -150,6 +145,26 @@ impl DedupSet {
     /// The key an id is stored under.
     pub fn key(txn_id: &str) -> u128 {
         xxh3_128(txn_id.as_bytes())
+    }
+
+    /// Starts loading into cache what checking `key` will read first: a
+    /// batch calls this a few events ahead of the check, so the probe (a
+    /// cache miss in a large table) overlaps decoding the events between.
+    #[inline]
+    pub fn prefetch(&self, key: u128) {
+        let hints = &self.hints[Self::shard_of(key)];
+        if let Some(layout) = hints.current.layout() {
+            let (control, slot) = layout.probe_start(key);
+            prefetch(control);
+            prefetch(slot);
+        }
+        if let Some(layout) = hints.previous.layout() {
+            prefetch(layout.probe_start(key).0);
+        }
+    }
+
+    fn shard_of(key: u128) -> usize {
+        (key >> 64) as usize % SHARDS
     }
 
     /// Records `txn_id` with `fingerprint` if new, and says whether it was.
@@ -178,7 +193,8 @@ impl DedupSet {
         self.check_count_insert_key(Self::key(txn_id), fingerprint, at, count)
     }
 
-    fn check_count_insert_key(
+    /// [`Self::check_count_insert`] with a precomputed key.
+    pub fn check_count_insert_key(
         &self,
         key: u128,
         fingerprint: u64,
@@ -192,33 +208,37 @@ impl DedupSet {
                 Verdict::Conflict
             }
         };
-        let shard = &self.shards[(key >> 64) as usize % SHARDS];
-        let mut guard = shard.lock();
+        let shard = Self::shard_of(key);
+        let mut guard = self.shards[shard].lock();
         let gens = &mut *guard;
         if self.rotation_due(gens, at) {
             // Rare: look up without reserving room in a table about to
             // become the previous generation, then take the general path.
-            if let Some(seen) =
-                fingerprint_in(&gens.current, key).or_else(|| fingerprint_in(&gens.previous, key))
+            if let Some(seen) = gens
+                .current
+                .fingerprint(key)
+                .or_else(|| gens.previous.fingerprint(key))
             {
                 return verdict(seen);
             }
             count();
-            self.insert_new(gens, key, fingerprint, at);
+            self.insert_new(shard, gens, key, fingerprint, at);
             return Verdict::New;
         }
         // Usual case: one probe of `current` finds the id or the slot it goes in.
-        match gens
-            .current
-            .entry(key as u64, |s| s.key() == key, Slot::hash)
-        {
-            Entry::Occupied(seen) => verdict(seen.get().fingerprint),
-            Entry::Vacant(slot) => {
-                if let Some(seen) = fingerprint_in(&gens.previous, key) {
+        match gens.current.probe(key) {
+            Probe::Found(bucket) => verdict(gens.current.fingerprint_at(bucket)),
+            Probe::Vacant(bucket) => {
+                if let Some(seen) = gens.previous.fingerprint(key) {
                     return verdict(seen);
                 }
                 count();
-                slot.insert(Slot::new(key, fingerprint));
+                if gens.current.is_full() {
+                    gens.current.insert_new(key, fingerprint);
+                    self.hints[shard].current.publish(&gens.current);
+                } else {
+                    gens.current.insert_at(bucket, key, fingerprint);
+                }
                 gens.current_since.get_or_insert(at);
                 if let Some(journal) = &mut gens.journal {
                     journal.push((key, fingerprint, at));
@@ -230,18 +250,26 @@ impl DedupSet {
 
     /// The one insertion rule, shared by live inserts and journal replay so
     /// that a replay rebuilds the same generations. (The fast path in
-    /// [`Self::check_and_insert_key`] is this rule when no rotation is due.)
-    fn insert_new(&self, gens: &mut Generations, key: u128, fingerprint: u64, at: EpochMillis) {
+    /// [`Self::check_count_insert_key`] is this rule when no rotation is due.)
+    fn insert_new(
+        &self,
+        shard: usize,
+        gens: &mut Generations,
+        key: u128,
+        fingerprint: u64,
+        at: EpochMillis,
+    ) {
         if self.rotation_due(gens, at) {
             // Reuse the dropped generation's allocation for the new one.
-            let mut recycled = std::mem::replace(&mut gens.previous, IdTable::new());
+            let mut recycled = std::mem::take(&mut gens.previous);
             recycled.clear();
             gens.previous = std::mem::replace(&mut gens.current, recycled);
             gens.current_since = Some(at);
+            self.hints[shard].previous.publish(&gens.previous);
         }
         gens.current_since.get_or_insert(at);
-        gens.current
-            .insert_unique(key as u64, Slot::new(key, fingerprint), Slot::hash);
+        gens.current.insert_new(key, fingerprint);
+        self.hints[shard].current.publish(&gens.current);
         if let Some(journal) = &mut gens.journal {
             journal.push((key, fingerprint, at));
         }
@@ -279,7 +307,7 @@ impl DedupSet {
             .iter()
             .map(|s| {
                 let g = s.lock();
-                g.current.allocation_size() + g.previous.allocation_size()
+                g.current.allocated_bytes() + g.previous.allocated_bytes()
             })
             .sum()
     }
@@ -314,10 +342,10 @@ impl DedupSet {
         if journal.shards.len() != self.shards.len() {
             return Err(StateError::Invalid("dedup shard count differs"));
         }
-        for (shard, entries) in self.shards.iter().zip(&journal.shards) {
-            let mut gens = shard.lock();
+        for (shard, entries) in self.shards.iter().enumerate().zip(&journal.shards) {
+            let mut gens = shard.1.lock();
             for &(key, fingerprint, at) in entries {
-                self.insert_new(&mut gens, key, fingerprint, at);
+                self.insert_new(shard.0, &mut gens, key, fingerprint, at);
             }
         }
         Ok(())
@@ -347,24 +375,20 @@ impl DedupSet {
         if state.shards.len() != self.shards.len() {
             return Err(StateError::Invalid("dedup shard count differs"));
         }
-        for (shard, saved) in self.shards.iter().zip(&state.shards) {
+        for ((shard, hints), saved) in self.shards.iter().zip(&self.hints).zip(&state.shards) {
             let mut guard = shard.lock();
             let g = &mut *guard;
-            for (table, saved) in [
-                (&mut g.current, &saved.current),
-                (&mut g.previous, &saved.previous),
+            for (table, saved, hint) in [
+                (&mut g.current, &saved.current, &hints.current),
+                (&mut g.previous, &saved.previous, &hints.previous),
             ] {
                 table.clear();
-                table.reserve(saved.len(), Slot::hash);
+                table.reserve(saved.len());
                 for &(key, fingerprint) in saved {
                     // A repeated key keeps its last fingerprint, as a map's `extend` would.
-                    match table.entry(key as u64, |s| s.key() == key, Slot::hash) {
-                        Entry::Occupied(mut seen) => seen.get_mut().fingerprint = fingerprint,
-                        Entry::Vacant(slot) => {
-                            slot.insert(Slot::new(key, fingerprint));
-                        }
-                    }
+                    table.upsert(key, fingerprint);
                 }
+                hint.publish(table);
             }
             g.current_since = saved.current_since;
             if let Some(journal) = &mut g.journal {
