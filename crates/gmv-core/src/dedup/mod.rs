@@ -285,15 +285,20 @@ impl DedupSet {
                 .is_some_and(|retention| at.saturating_sub(since) >= retention)
     }
 
-    /// Ids held now.
-    pub fn len(&self) -> usize {
+    /// `measure` summed over every shard's two tables.
+    fn sum_over_tables(&self, measure: impl Fn(&IdTable) -> usize) -> usize {
         self.shards
             .iter()
             .map(|s| {
                 let g = s.lock();
-                g.current.len() + g.previous.len()
+                measure(&g.current) + measure(&g.previous)
             })
             .sum()
+    }
+
+    /// Ids held now.
+    pub fn len(&self) -> usize {
+        self.sum_over_tables(IdTable::len)
     }
 
     /// Whether no id is held.
@@ -303,13 +308,7 @@ impl DedupSet {
 
     /// Bytes the tables have allocated (ids, fingerprints and control bytes).
     pub fn allocated_bytes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let g = s.lock();
-                g.current.allocated_bytes() + g.previous.allocated_bytes()
-            })
-            .sum()
+        self.sum_over_tables(IdTable::allocated_bytes)
     }
 
     /// Starts recording new ids for [`DedupSet::take_journal`].
