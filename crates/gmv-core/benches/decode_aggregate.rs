@@ -2,7 +2,10 @@
 //! events, one thread (events/s per core), with a realistic merchant skew.
 //! The records are built here (gmv-core depends on nothing of ours).
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
 use gmv_core::{Engine, Settings};
 
 const EVENTS: usize = 200_000;
@@ -49,6 +52,26 @@ fn run(engine: &Engine, records: &[Vec<u8>]) {
     }
 }
 
+/// Times `pass`, each iteration on an engine made by `setup` (untimed, and
+/// dropped untimed too).
+fn on_engines(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    setup: impl Fn() -> Engine,
+    pass: impl Fn(&Engine),
+) {
+    group.bench_function(name, |b| {
+        b.iter_batched(
+            &setup,
+            |engine| {
+                pass(&engine);
+                engine
+            },
+            BatchSize::PerIteration,
+        )
+    });
+}
+
 fn decode_aggregate(c: &mut Criterion) {
     let warm_up = records(1);
     let records = records(0);
@@ -57,63 +80,51 @@ fn decode_aggregate(c: &mut Criterion) {
     group.throughput(Throughput::Elements(records.len() as u64));
     group.sample_size(10);
     eprintln!("mean record size {} bytes", bytes / records.len());
+    let fresh = || Engine::new(Settings::defaults());
     // A cold start: every merchant is new and the dedup set grows from empty.
-    group.bench_function("decode_aggregate_one_thread", |b| {
-        b.iter_batched(
-            || Engine::new(Settings::defaults()),
-            |engine| {
-                run(&engine, &records);
-                engine
-            },
-            BatchSize::PerIteration,
-        )
+    on_engines(&mut group, "decode_aggregate_one_thread", fresh, |engine| {
+        run(engine, &records)
     });
     // Steady state, as hours into the day: the merchants are known and the
     // dedup set already holds as many ids as are timed (untimed warm-up with
     // other ids), so what is timed is new events for known merchants.
-    group.bench_function("decode_aggregate_one_thread_warm", |b| {
-        b.iter_batched(
-            || {
-                let engine = Engine::new(Settings::defaults());
-                run(&engine, &warm_up);
-                engine
-            },
-            |engine| {
-                run(&engine, &records);
-                engine
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    let warmed = || {
+        let engine = fresh();
+        run(&engine, &warm_up);
+        engine
+    };
+    on_engines(
+        &mut group,
+        "decode_aggregate_one_thread_warm",
+        warmed,
+        |engine| run(engine, &records),
+    );
     // The two stages the target names, without the dedup stage
     // between them: what one core does when redeliveries are not checked.
-    group.bench_function("decode_aggregate_without_dedup", |b| {
-        b.iter_batched(
-            || Engine::new(Settings::defaults()),
-            |engine| {
-                let settings = engine.settings();
-                let mut tally = engine.aggregator().tally();
-                for batch in records.chunks(4096) {
-                    for record in batch {
-                        if let Ok(event) = settings.decoder.decode(record) {
-                            if settings.window.contains(event.settled_at) {
-                                tally.add(
-                                    &event.merchant_id,
-                                    event.amount_fen,
-                                    event.mobile,
-                                    event.settled_at,
-                                );
-                            }
+    on_engines(
+        &mut group,
+        "decode_aggregate_without_dedup",
+        fresh,
+        |engine| {
+            let settings = engine.settings();
+            let mut tally = engine.aggregator().tally();
+            for batch in records.chunks(4096) {
+                for record in batch {
+                    if let Ok(event) = settings.decoder.decode(record) {
+                        if settings.window.contains(event.settled_at) {
+                            tally.add(
+                                &event.merchant_id,
+                                event.amount_fen,
+                                event.mobile,
+                                event.settled_at,
+                            );
                         }
                     }
-                    tally.flush();
                 }
-                drop(tally);
-                engine
-            },
-            BatchSize::PerIteration,
-        )
-    });
+                tally.flush();
+            }
+        },
+    );
     let engine = Engine::new(Settings::defaults());
     group.bench_function("decode_only", |b| {
         b.iter(|| {

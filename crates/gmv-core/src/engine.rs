@@ -453,7 +453,7 @@ impl Worker<'_> {
     fn dedup_and_add(&mut self, decoded: &Decoded<'_>) -> Result<(), Rejection> {
         let event = &decoded.event;
         let tally = &mut self.tally;
-        let verdict = self.engine.dedup.check_count_insert_key(
+        let verdict = self.engine.dedup.check_count_insert(
             decoded.key,
             event.fingerprint,
             event.settled_at,

@@ -282,15 +282,8 @@ impl<'a, 'b> Fingerprint<'a, 'b> {
             amount_fen,
             units,
         };
-        let parts: [&[u8]; 7] = [
-            merchant_id.as_bytes(),
-            &[0xff],
-            channel.as_bytes(),
-            &[0xff],
-            currency.as_bytes(),
-            &amount_fen.to_le_bytes(),
-            &units.to_le_bytes(),
-        ];
+        let numbers = [amount_fen.to_le_bytes(), units.to_le_bytes()];
+        let parts = fingerprint.leading_parts(&numbers);
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len + size_of::<EpochMillis>() <= FINGERPRINT_STACK_BYTES {
             let mut at = 0;
@@ -303,28 +296,40 @@ impl<'a, 'b> Fingerprint<'a, 'b> {
         fingerprint
     }
 
+    /// Every part of the input but `settled_at`, in order; `numbers` holds
+    /// `amount_fen` and `units` as little-endian bytes.
+    #[inline(always)]
+    fn leading_parts<'p>(&self, numbers: &'p [[u8; 8]; 2]) -> [&'p [u8]; 7]
+    where
+        'a: 'p,
+    {
+        [
+            self.merchant_id.as_bytes(),
+            &[0xff],
+            self.channel.as_bytes(),
+            &[0xff],
+            self.currency.as_bytes(),
+            &numbers[0],
+            &numbers[1],
+        ]
+    }
+
     #[inline(always)]
     fn finish(self, settled_at: EpochMillis) -> u64 {
         let time = settled_at.to_le_bytes();
         match self.len {
-            Some(len) if len + time.len() <= FINGERPRINT_STACK_BYTES => {
+            // `start` only lays the input out when `settled_at` fits after it.
+            Some(len) => {
                 self.buf[len..len + time.len()].copy_from_slice(&time);
                 xxh3_64(&self.buf[..len + time.len()])
             }
-            _ => {
+            None => {
+                let numbers = [self.amount_fen.to_le_bytes(), self.units.to_le_bytes()];
                 let mut hasher = Xxh3::new();
-                for part in [
-                    self.merchant_id.as_bytes(),
-                    &[0xff],
-                    self.channel.as_bytes(),
-                    &[0xff],
-                    self.currency.as_bytes(),
-                    &self.amount_fen.to_le_bytes(),
-                    &self.units.to_le_bytes(),
-                    &time,
-                ] {
+                for part in self.leading_parts(&numbers) {
                     hasher.update(part);
                 }
+                hasher.update(&time);
                 hasher.digest()
             }
         }

@@ -169,32 +169,16 @@ impl DedupSet {
 
     /// Records `txn_id` with `fingerprint` if new, and says whether it was.
     pub fn check_and_insert(&self, txn_id: &str, fingerprint: u64, at: EpochMillis) -> Verdict {
-        self.check_and_insert_key(Self::key(txn_id), fingerprint, at)
+        self.check_count_insert(Self::key(txn_id), fingerprint, at, || {})
     }
 
-    /// [`Self::check_and_insert`] with a precomputed key.
-    pub fn check_and_insert_key(&self, key: u128, fingerprint: u64, at: EpochMillis) -> Verdict {
-        self.check_count_insert_key(key, fingerprint, at, || {})
-    }
-
-    /// [`Self::check_and_insert`] that also runs `count` for a new id, before
-    /// the id is stored and while its shard is still locked: no other thread
-    /// can decide about the same id meanwhile, so the id is counted exactly
-    /// once, and the store into the table (usually a cache miss) is left to
-    /// finish after `count` rather than delay its atomic updates, each of
-    /// which would wait for it.
+    /// [`Self::check_and_insert`] for an id's [key](Self::key), that also
+    /// runs `count` for a new id, before the id is stored and while its shard
+    /// is still locked: no other thread can decide about the same id
+    /// meanwhile, so the id is counted exactly once, and the store into the
+    /// table (usually a cache miss) is left to finish after `count` rather
+    /// than delay its atomic updates, each of which would wait for it.
     pub fn check_count_insert(
-        &self,
-        txn_id: &str,
-        fingerprint: u64,
-        at: EpochMillis,
-        count: impl FnOnce(),
-    ) -> Verdict {
-        self.check_count_insert_key(Self::key(txn_id), fingerprint, at, count)
-    }
-
-    /// [`Self::check_count_insert`] with a precomputed key.
-    pub fn check_count_insert_key(
         &self,
         key: u128,
         fingerprint: u64,
@@ -233,12 +217,10 @@ impl DedupSet {
                     return verdict(seen);
                 }
                 count();
-                if gens.current.is_full() {
-                    gens.current.insert_new(key, fingerprint);
+                if gens.current.insert_vacant(bucket, key, fingerprint) {
                     self.hints[shard].current.publish(&gens.current);
-                } else {
-                    gens.current.insert_at(bucket, key, fingerprint);
                 }
+                self.debug_check_hints(shard, gens);
                 gens.current_since.get_or_insert(at);
                 if let Some(journal) = &mut gens.journal {
                     journal.push((key, fingerprint, at));
@@ -250,7 +232,7 @@ impl DedupSet {
 
     /// The one insertion rule, shared by live inserts and journal replay so
     /// that a replay rebuilds the same generations. (The fast path in
-    /// [`Self::check_count_insert_key`] is this rule when no rotation is due.)
+    /// [`Self::check_count_insert`] is this rule when no rotation is due.)
     fn insert_new(
         &self,
         shard: usize,
@@ -266,13 +248,24 @@ impl DedupSet {
             gens.previous = std::mem::replace(&mut gens.current, recycled);
             gens.current_since = Some(at);
             self.hints[shard].previous.publish(&gens.previous);
+            self.hints[shard].current.publish(&gens.current);
         }
         gens.current_since.get_or_insert(at);
-        gens.current.insert_new(key, fingerprint);
-        self.hints[shard].current.publish(&gens.current);
+        if gens.current.insert_new(key, fingerprint) {
+            self.hints[shard].current.publish(&gens.current);
+        }
+        self.debug_check_hints(shard, gens);
         if let Some(journal) = &mut gens.journal {
             journal.push((key, fingerprint, at));
         }
+    }
+
+    /// The hints a shard publishes describe its tables (checked under the
+    /// shard's lock, in debug builds).
+    fn debug_check_hints(&self, shard: usize, gens: &Generations) {
+        let hints = &self.hints[shard];
+        debug_assert_eq!(hints.current.layout(), gens.current.layout());
+        debug_assert_eq!(hints.previous.layout(), gens.previous.layout());
     }
 
     /// Whether inserting a new id at event time `at` first rotates the

@@ -89,6 +89,37 @@ impl Layout {
     }
 }
 
+/// A probe's steps: groups of [`GROUP`] buckets from the one the key's low
+/// bits pick, each step [`GROUP`] buckets further than the last. Such
+/// triangular steps visit every bucket of a power-of-two table (as in
+/// hashbrown), and a table below capacity always has an empty one, so a
+/// probe that stops at a group with an empty bucket always stops.
+struct ProbeSeq {
+    at: usize,
+    stride: usize,
+    mask: usize,
+}
+
+impl ProbeSeq {
+    fn new(key: u128, mask: usize) -> Self {
+        Self {
+            at: key as usize & mask,
+            stride: 0,
+            mask,
+        }
+    }
+
+    /// The bucket of the lowest flagged byte of this step's group.
+    fn bucket(&self, flags: u64) -> usize {
+        (self.at + flags.trailing_zeros() as usize / 8) & self.mask
+    }
+
+    fn advance(&mut self) {
+        self.stride += GROUP;
+        self.at = (self.at + self.stride) & self.mask;
+    }
+}
+
 /// Bits of the bytes of `group` that equal `byte`. May also flag a byte just
 /// above a true match (a borrow), never misses one: callers check the key.
 fn matching(group: u64, byte: u8) -> u64 {
@@ -159,16 +190,17 @@ impl IdTable {
     /// Looks `key` up; where it would go if absent.
     pub(super) fn probe(&self, key: u128) -> Probe {
         let Some(mask) = self.buckets().checked_sub(1) else {
+            // Never used: a table with no buckets is full, so
+            // `insert_vacant` grows it and probes again.
             return Probe::Vacant(usize::MAX);
         };
         let tag = tag(key);
-        let mut at = key as usize & mask;
-        let mut stride = 0;
+        let mut seq = ProbeSeq::new(key, mask);
         loop {
-            let group = self.group(at);
+            let group = self.group(seq.at);
             let mut candidates = matching(group, tag);
             while candidates != 0 {
-                let bucket = (at + candidates.trailing_zeros() as usize / 8) & mask;
+                let bucket = seq.bucket(candidates);
                 let slot = &self.slots[bucket];
                 if slot.lo == key as u64 && slot.hi == (key >> 64) as u64 {
                     return Probe::Found(bucket);
@@ -177,12 +209,9 @@ impl IdTable {
             }
             let empty = empties(group);
             if empty != 0 {
-                return Probe::Vacant((at + empty.trailing_zeros() as usize / 8) & mask);
+                return Probe::Vacant(seq.bucket(empty));
             }
-            // Triangular steps over groups visit every bucket of a
-            // power-of-two table (as in hashbrown).
-            stride += GROUP;
-            at = (at + stride) & mask;
+            seq.advance();
         }
     }
 
@@ -199,42 +228,49 @@ impl IdTable {
         }
     }
 
-    /// Whether inserting into the bucket a [`Probe::Vacant`] named needs the
-    /// table to grow first (it then has to be probed again).
-    pub(super) fn is_full(&self) -> bool {
+    /// Whether the next new id makes the table grow.
+    fn is_full(&self) -> bool {
         self.len >= capacity(self.buckets())
     }
 
-    /// Stores a new id in the bucket its probe found vacant; the table must
-    /// not be [full](Self::is_full).
-    pub(super) fn insert_at(&mut self, bucket: usize, key: u128, fingerprint: u64) {
+    fn insert_at(&mut self, bucket: usize, key: u128, fingerprint: u64) {
         debug_assert!(!self.is_full());
         self.set_control(bucket, tag(key));
         self.slots[bucket] = Slot::new(key, fingerprint);
         self.len += 1;
     }
 
-    /// Stores an id known to be absent, growing the table if needed. (Its
-    /// probe only looks for an empty bucket: no key is compared.)
-    pub(super) fn insert_new(&mut self, key: u128, fingerprint: u64) {
+    /// Stores a new id in the bucket its [`Probe::Vacant`] named, unless the
+    /// table must grow first (then wherever it goes after). Returns whether
+    /// the table moved (see [`Self::layout`]).
+    pub(super) fn insert_vacant(&mut self, bucket: usize, key: u128, fingerprint: u64) -> bool {
+        if self.is_full() {
+            return self.insert_new(key, fingerprint);
+        }
+        self.insert_at(bucket, key, fingerprint);
+        false
+    }
+
+    /// Stores an id known to be absent, growing the table if needed (its
+    /// probe only looks for an empty bucket: no key is compared). Returns
+    /// whether the table moved (see [`Self::layout`]).
+    pub(super) fn insert_new(&mut self, key: u128, fingerprint: u64) -> bool {
         debug_assert!(
             self.fingerprint(key).is_none(),
             "insert_new of an id already held"
         );
-        if self.is_full() {
+        let grows = self.is_full();
+        if grows {
             self.grow();
         }
-        let mask = self.buckets() - 1;
-        let mut at = key as usize & mask;
-        let mut stride = 0;
+        let mut seq = ProbeSeq::new(key, self.buckets() - 1);
         loop {
-            let empty = empties(self.group(at));
+            let empty = empties(self.group(seq.at));
             if empty != 0 {
-                let bucket = (at + empty.trailing_zeros() as usize / 8) & mask;
-                return self.insert_at(bucket, key, fingerprint);
+                self.insert_at(seq.bucket(empty), key, fingerprint);
+                return grows;
             }
-            stride += GROUP;
-            at = (at + stride) & mask;
+            seq.advance();
         }
     }
 
@@ -243,15 +279,17 @@ impl IdTable {
     pub(super) fn upsert(&mut self, key: u128, fingerprint: u64) {
         match self.probe(key) {
             Probe::Found(bucket) => self.slots[bucket].fingerprint = fingerprint,
-            Probe::Vacant(_) => self.insert_new(key, fingerprint),
+            Probe::Vacant(bucket) => {
+                self.insert_vacant(bucket, key, fingerprint);
+            }
         }
     }
 
     /// Makes room for `items` ids without growing again.
     pub(super) fn reserve(&mut self, items: usize) {
         let buckets = buckets_for(items);
-        if self.slots.is_empty() || buckets > self.buckets() {
-            self.resize(buckets.max(self.buckets()));
+        if buckets > self.buckets() {
+            self.resize(buckets);
         }
     }
 
