@@ -346,14 +346,22 @@ fn check_id(id: &str, detail: &'static str) -> Result<(), Rejection> {
 
 /// The amount's minor units from its raw JSON text: a string's content or a
 /// number's literal text. Strings with escapes are refused (no decimal needs one).
+#[inline]
 fn amount_minor_units(raw: &str) -> Result<u64, AmountError> {
-    let text = match raw.as_bytes() {
-        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => &raw[1..raw.len() - 1],
-        [b'"', ..] => return Err(AmountError::NotANumber),
-        [b'-' | b'0'..=b'9', ..] => raw,
+    let (text, quoted) = match raw.as_bytes() {
+        [b'"', _inner @ .., b'"'] => (&raw[1..raw.len() - 1], true),
+        [b'-' | b'0'..=b'9', ..] => (raw, false),
         _ => return Err(AmountError::NotANumber),
     };
-    money::parse_minor_units(text)
+    // Plain digits and a point hold no escape: the usual amount is read
+    // before (not after) the search for a backslash.
+    if let Some(units) = money::plain_minor_units(text) {
+        return units;
+    }
+    if quoted && text.as_bytes().contains(&b'\\') {
+        return Err(AmountError::NotANumber);
+    }
+    money::parse_decimal(text)
 }
 
 fn amount_rejection(err: AmountError) -> Rejection {

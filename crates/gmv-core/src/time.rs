@@ -6,6 +6,7 @@
 //! accepted language is exactly RFC 3339 and the fast path is only a shortcut
 //! (a property test checks they agree).
 
+use crate::swar::{all_digits, byte, pair_values};
 use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone};
 
 /// Milliseconds since the Unix epoch.
@@ -55,35 +56,6 @@ fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
     // 1970-01-01 is day 865_565 of this count (Hinnant's 719_468 plus the
     // one era of 146_097 days added above).
     days as i64 - 865_565
-}
-
-/// Whether every byte of `word` selected by `mask` (whole bytes of 0xff)
-/// is an ASCII digit: a high nibble of 3 and a low nibble below 10 (adding
-/// 6 to a nibble carries out of it exactly when it is 10 or more). No step
-/// carries or borrows across bytes, so each byte is judged on its own.
-#[inline]
-fn all_digits(word: u64, mask: u64) -> bool {
-    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
-    const LOW: u64 = 0x0f0f_0f0f_0f0f_0f0f;
-    let high_not_3 = (word & HIGH) ^ 0x3030_3030_3030_3030;
-    let low_over_9 = ((word & LOW) + 0x0606_0606_0606_0606) & HIGH;
-    (high_not_3 | low_over_9) & mask == 0
-}
-
-/// Byte `k` of the result is `10 * digit(k) + digit(k + 1)`: the two-digit
-/// number starting at byte `k` of `word`, for every `k` below 7, once
-/// [`all_digits`] has vouched for those bytes. (At most 99 per byte, so no
-/// byte overflows into the next.)
-#[inline]
-fn pair_values(word: u64) -> u64 {
-    let digits = word & 0x0f0f_0f0f_0f0f_0f0f;
-    digits * 10 + (digits >> 8)
-}
-
-/// Byte `k` of `word`.
-#[inline]
-fn byte(word: u64, k: u32) -> u32 {
-    (word >> (8 * k)) as u32 & 0xff
 }
 
 fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
