@@ -346,7 +346,7 @@ fn check_id(id: &str, detail: &'static str) -> Result<(), Rejection> {
 
 /// The amount's minor units from its raw JSON text: a string's content or a
 /// number's literal text. Strings with escapes are refused (no decimal needs one).
-#[inline]
+#[inline(always)]
 fn amount_minor_units(raw: &str) -> Result<u64, AmountError> {
     let (text, quoted) = match raw.as_bytes() {
         [b'"', _inner @ .., b'"'] => (&raw[1..raw.len() - 1], true),

@@ -46,8 +46,10 @@ pub fn parse_minor_units(text: &str) -> Result<u64, AmountError> {
 
 /// [`parse_minor_units`] on the text its fast path takes (plain
 /// `digits[.d[d]]`), `None` for the rest; for a caller that checks more
-/// before the general path.
-#[inline]
+/// before the general path. Always inlined: returned through memory, its
+/// 16-byte result was written in parts and read back whole, a stalled
+/// store-to-load forward per record.
+#[inline(always)]
 pub(crate) fn plain_minor_units(text: &str) -> Option<Result<u64, AmountError>> {
     match parse_plain(text.as_bytes())? {
         0 => Some(Err(AmountError::NotPositive)),
@@ -56,7 +58,7 @@ pub(crate) fn plain_minor_units(text: &str) -> Option<Result<u64, AmountError>> 
 }
 
 /// The fast path: `^[0-9]{1,15}(\.[0-9]{1,2})?$`.
-#[inline]
+#[inline(always)]
 fn parse_plain(bytes: &[u8]) -> Option<u64> {
     parse_cents(bytes).or_else(|| parse_plain_digits(bytes))
 }
@@ -65,7 +67,7 @@ fn parse_plain(bytes: &[u8]) -> Option<u64> {
 /// as one eight-byte word: the digit loop of [`parse_plain_digits`] exits
 /// at a different count from one record to the next, a mispredicted branch
 /// per amount.
-#[inline]
+#[inline(always)]
 fn parse_cents(bytes: &[u8]) -> Option<u64> {
     let len = bytes.len();
     if !(4..=8).contains(&len) {
@@ -90,6 +92,7 @@ fn parse_cents(bytes: &[u8]) -> Option<u64> {
 }
 
 /// `^[0-9]{1,15}(\.[0-9]{1,2})?$`, in one pass.
+#[inline(never)]
 fn parse_plain_digits(bytes: &[u8]) -> Option<u64> {
     let mut units: u64 = 0;
     let mut rest = bytes;
