@@ -46,6 +46,7 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 /// Days from 1970-01-01 to the given civil date of a four-digit year (Howard
 /// Hinnant's algorithm). Counting years from 1 BCE keeps every intermediate
 /// non-negative, so the divisions are plain unsigned ones.
+#[inline(always)]
 fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
     // Years from March of year 0 (so the leap day ends a year): -1..=9999
     // becomes 399..=10399 after shifting by one 400-year era.
@@ -95,7 +96,54 @@ fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
     {
         return None;
     }
-    let mut rest = &b[19..];
+    let (millis, offset_minutes) = match usual_tail(&b[19..]) {
+        Some(usual) => usual,
+        None => tail(&b[19..])?,
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds =
+        days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
+    Some(seconds * 1000 + i64::from(millis))
+}
+
+/// The usual `.fff±HH:MM` after the seconds (`.340+08:00`), checked and
+/// read as one word plus a byte: the general [`tail`] counts the fraction's
+/// digits in a loop. `None` for anything else, which [`tail`] then reads.
+#[inline(always)]
+fn usual_tail(rest: &[u8]) -> Option<(u32, i64)> {
+    let rest: &[u8; 10] = rest.try_into().ok()?;
+    // `ff±HH:MM`: the fraction's last two digits, the sign and the offset.
+    let word = u64::from_le_bytes(*rest.last_chunk()?);
+    const DIGITS: u64 = 0xffff_00ff_ff00_ffff;
+    const COLON: u64 = 0x0000_ff00_0000_0000;
+    let tenths = u32::from(rest[1].wrapping_sub(b'0'));
+    let sign = byte(word, 2);
+    if rest[0] != b'.'
+        || tenths > 9
+        || !all_digits(word, DIGITS)
+        || word & COLON != 0x0000_3a00_0000_0000
+        || !(sign == u32::from(b'+') || sign == u32::from(b'-'))
+    {
+        return None;
+    }
+    let pairs = pair_values(word);
+    let (oh, om) = (byte(pairs, 3), byte(pairs, 6));
+    if oh > 23 || om > 59 {
+        return None;
+    }
+    let minutes = i64::from(oh * 60 + om);
+    let offset = if sign == u32::from(b'-') {
+        -minutes
+    } else {
+        minutes
+    };
+    Some((tenths * 100 + byte(pairs, 0), offset))
+}
+
+/// Milliseconds and offset (in minutes) from what follows the seconds: an
+/// optional fraction of any length, then `Z` or `±HH:MM`.
+#[inline(never)]
+fn tail(mut rest: &[u8]) -> Option<(u32, i64)> {
     let mut millis = 0u32;
     if rest.first() == Some(&b'.') {
         let frac_len = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
@@ -125,10 +173,7 @@ fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
-    let seconds =
-        days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
-    Some(seconds * 1000 + i64::from(millis))
+    Some((millis, offset_minutes))
 }
 
 /// The festival window: events with `start <= settled_at < end` count.
@@ -342,6 +387,43 @@ mod tests {
             if let Some(fast) = parse_fast(&bytes) {
                 prop_assert_eq!(Some(fast), chrono, "{:?}", String::from_utf8_lossy(&bytes));
             }
+        }
+
+        #[test]
+        fn usual_tail_reads_as_the_general_one(
+            millis in 0u32..1000,
+            offset in "[+-][0-9]{2}:[0-9]{2}",
+            damage in proptest::collection::vec(
+                (any::<proptest::sample::Index>(), proptest::sample::select(
+                    b"0123456789:+-.Zz /\x00\x7f\x80\xff".to_vec(),
+                )),
+                0..3,
+            ),
+            cut in 0usize..12,
+        ) {
+            // The usual shape, any offset (in range or not), then damaged or
+            // cut short (or lengthened) so that the shortcut also declines.
+            let mut rest = format!(".{millis:03}{offset}").into_bytes();
+            for (at, b) in damage {
+                let at = at.index(rest.len());
+                rest[at] = b;
+            }
+            rest.resize(cut.max(8), b'0');
+            let usual = usual_tail(&rest);
+            if usual.is_some() {
+                prop_assert_eq!(usual, tail(&rest), "{:?}", String::from_utf8_lossy(&rest));
+            }
+            let digits = |r: std::ops::Range<usize>| rest[r].iter().all(u8::is_ascii_digit);
+            let shaped = rest.len() == 10
+                && rest[0] == b'.'
+                && digits(1..4)
+                && matches!(rest[4], b'+' | b'-')
+                && digits(5..7)
+                && rest[7] == b':'
+                && digits(8..10)
+                && two_digits(&rest, 5).is_some_and(|h| h <= 23)
+                && two_digits(&rest, 8).is_some_and(|m| m <= 59);
+            prop_assert_eq!(usual.is_some(), shaped, "{:?}", String::from_utf8_lossy(&rest));
         }
 
         #[test]
