@@ -113,6 +113,9 @@ impl CurrencyTable {
 pub struct Decoder {
     rates: CurrencyTable,
     max_amount_fen: Fen,
+    /// The block scan's vector width, detected once here rather than per
+    /// record.
+    vector: scan::Vector,
 }
 
 fn missing(field: &'static str) -> Rejection {
@@ -125,6 +128,7 @@ impl Decoder {
         Self {
             rates,
             max_amount_fen,
+            vector: scan::Vector::detect(),
         }
     }
 
@@ -135,7 +139,7 @@ impl Decoder {
     /// `serde_json`, so both paths give the same event or the same rejection.
     pub fn decode<'a>(&self, payload: &'a [u8]) -> Result<Event<'a>, Rejection> {
         let mut fields = Fields::default();
-        if scan::scan_into(payload, &mut fields).is_none() {
+        if scan::scan_into(payload, &mut fields, self.vector).is_none() {
             fields = serde_fields(payload)?;
         }
         self.validate(fields)
@@ -595,8 +599,11 @@ mod tests {
             .replace('{', "{ ")
             .replace('}', " }\n");
         let reordered = r#"{"settled_at":"2017-11-11T00:05:12.340+08:00","channel":"mobile","txn_id":"t","merchant_id":"m","amount":1299.00}"#;
+        let vectors = scan::Vector::available();
         for record in [SAMPLE, &extra, &spaced, reordered, "{}", "{ }"] {
-            assert!(scan::scan(record.as_bytes()).is_some(), "{record}");
+            for &vector in &vectors {
+                assert!(scan::scan(record.as_bytes(), vector).is_some(), "{record}");
+            }
         }
         for declined in [
             &SAMPLE.replace("m-000123", r"m-\u0030"),
@@ -607,7 +614,12 @@ mod tests {
             &format!(" {SAMPLE}"),
             &format!("{SAMPLE}x"),
         ] {
-            assert!(scan::scan(declined.as_bytes()).is_none(), "{declined}");
+            for &vector in &vectors {
+                assert!(
+                    scan::scan(declined.as_bytes(), vector).is_none(),
+                    "{declined}"
+                );
+            }
         }
     }
 
@@ -615,6 +627,23 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
         use proptest::sample::{select, Index};
+
+        /// Every vector width's decoder gives what serde gives.
+        fn agrees_with_serde(record: &[u8]) -> Result<(), TestCaseError> {
+            for vector in scan::Vector::available() {
+                let d = Decoder {
+                    vector,
+                    ..decoder()
+                };
+                prop_assert_eq!(
+                    d.decode(record),
+                    d.decode_with_serde(record),
+                    "{:?}",
+                    vector
+                );
+            }
+            Ok(())
+        }
 
         /// A JSON string literal with `body` inside the quotes, as is.
         fn quoted(body: impl Into<String>) -> String {
@@ -855,8 +884,7 @@ mod tests {
 
             #[test]
             fn on_generated_records(record in record()) {
-                let d = decoder();
-                prop_assert_eq!(d.decode(&record), d.decode_with_serde(&record));
+                agrees_with_serde(&record)?;
             }
 
             #[test]
@@ -877,8 +905,7 @@ mod tests {
                 padded.extend_from_slice(filler.as_bytes());
                 padded.extend_from_slice(b"\",");
                 padded.extend_from_slice(&record[rest + 1..]);
-                let d = decoder();
-                prop_assert_eq!(d.decode(&padded), d.decode_with_serde(&padded));
+                agrees_with_serde(&padded)?;
             }
 
             #[test]
@@ -887,8 +914,7 @@ mod tests {
                 mutations in proptest::collection::vec(mutation(), 1..4),
             ) {
                 let record = mutate(record, &mutations);
-                let d = decoder();
-                prop_assert_eq!(d.decode(&record), d.decode_with_serde(&record));
+                agrees_with_serde(&record)?;
             }
         }
 
@@ -901,7 +927,6 @@ mod tests {
             /// replacing and by inserting.
             #[test]
             fn with_a_special_byte_at_every_position(record in record()) {
-                let d = decoder();
                 let specials: [&[u8]; 15] = [
                     b"\"", b"\\", b"\x00", b"\x1f", b"\n", b" ", b"\x7f", b"\x80", b"\xff",
                     "\u{e9}".as_bytes(), b"}", b"{", b",", b":", b"0",
@@ -910,11 +935,11 @@ mod tests {
                     for special in specials {
                         let mut inserted = record.clone();
                         inserted.splice(at..at, special.iter().copied());
-                        prop_assert_eq!(d.decode(&inserted), d.decode_with_serde(&inserted));
+                        agrees_with_serde(&inserted)?;
                         if at < record.len() {
                             let mut replaced = record.clone();
                             replaced.splice(at..=at, special.iter().copied());
-                            prop_assert_eq!(d.decode(&replaced), d.decode_with_serde(&replaced));
+                            agrees_with_serde(&replaced)?;
                         }
                     }
                 }

@@ -12,8 +12,10 @@
 //! `serde_json`, so every rejection and its detail stay serde's. A property
 //! test in `event.rs` checks that both paths agree.
 //!
-//! A record is first classified in 16-byte blocks ([`Blocks`]): one pass
-//! marks every `"`, `\`, control and non-ASCII byte. A record of ASCII only
+//! A record is first classified in 16-byte blocks, or 32-byte ones on a CPU
+//! with AVX2 ([`Vector`], detected once when the decoder is built; both
+//! widths are tested against the bytewise definition) ([`Blocks`]): one
+//! pass marks every `"`, `\`, control and non-ASCII byte. A record of ASCII only
 //! is valid UTF-8 without further checking, and each string's end is then
 //! read off that bitmap instead of being searched for. A record with any
 //! non-ASCII byte or backslash, or longer than the bitmap, takes the
@@ -44,11 +46,15 @@ pub(crate) struct Fields<'a> {
 /// The caller owns `fields` so that the scanner writes each field in place:
 /// returning the ~140-byte struct by value cost a `memcpy` per record.
 #[inline(always)]
-pub(crate) fn scan_into<'a>(payload: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
+pub(crate) fn scan_into<'a>(
+    payload: &'a [u8],
+    fields: &mut Fields<'a>,
+    vector: Vector,
+) -> Option<()> {
     // The bitmap lives here and is lent out: returning it inside an
     // `Option` cost a copy.
     let mut quotes = [0; BLOCK_WORDS];
-    match Blocks::classify(payload, &mut quotes) {
+    match Blocks::classify(payload, &mut quotes, vector) {
         Some(text) => {
             if scan_compact(text, &quotes, fields).is_some() {
                 return Some(());
@@ -137,9 +143,9 @@ fn scan_compact<'a>(
 
 /// [`scan_into`] into a fresh [`Fields`].
 #[cfg(test)]
-pub(crate) fn scan(payload: &[u8]) -> Option<Fields<'_>> {
+pub(crate) fn scan(payload: &[u8], vector: Vector) -> Option<Fields<'_>> {
     let mut fields = Fields::default();
-    scan_into(payload, &mut fields).map(|()| fields)
+    scan_into(payload, &mut fields, vector).map(|()| fields)
 }
 
 /// The path for records the block scan does not take (non-ASCII, escapes,
@@ -393,7 +399,8 @@ const WORD_BYTES: usize = 64;
 const BLOCK_WORDS: usize = 8;
 
 /// Where the quotes are in a record fit for the block path (all ASCII, no
-/// backslash, no control byte inside a string), found in 16-byte blocks.
+/// backslash, no control byte inside a string), found in 16- or 32-byte
+/// blocks.
 ///
 /// Without backslashes every `"` delimits a string, so the strings are
 /// exactly the spans from an odd-numbered quote to the next one, and the
@@ -409,61 +416,117 @@ impl Blocks<'_> {
     /// bitmap, holds any non-ASCII byte or backslash, or a control byte
     /// inside a string: such a record takes the original path.
     #[inline(always)]
-    fn classify<'a>(payload: &'a [u8], quotes: &mut [u64; BLOCK_WORDS]) -> Option<&'a str> {
+    fn classify<'a>(
+        payload: &'a [u8],
+        quotes: &mut [u64; BLOCK_WORDS],
+        vector: Vector,
+    ) -> Option<&'a str> {
         if payload.len() > BLOCK_WORDS * WORD_BYTES {
             return None;
         }
-        // Four blocks' quote masks are gathered in a register and stored
-        // once per word (or-ing each into memory cost a load and a store).
-        let mut word = 0u64;
-        let mut unusual = 0u16;
-        let mut chunks = payload.chunks_exact(16);
-        let mut at = 0;
-        for block in chunks.by_ref() {
-            let masks = block_masks(block.try_into().ok()?);
-            word |= u64::from(masks.quote) << (at % 4 * 16);
-            unusual |= masks.unusual;
-            if at % 4 == 3 {
-                *quotes.get_mut(at / 4)? = word;
-                word = 0;
-            }
-            at += 1;
-        }
-        let tail = chunks.remainder().len();
-        if tail > 0 {
-            let masks = match payload.last_chunk::<16>() {
-                // The record's last 16 bytes, of which the first `16 - tail`
-                // were in the previous block: shifted out. (Copying the tail
-                // into a padded block instead costs a `memcpy` call.)
-                Some(last) => {
-                    let masks = block_masks(last);
-                    BlockMasks {
-                        quote: masks.quote >> (16 - tail),
-                        unusual: masks.unusual >> (16 - tail),
-                    }
-                }
-                // A record shorter than one block (never a valid event).
-                None => {
-                    // Spaces are in no class, so nothing past the end is marked.
-                    let mut last = [b' '; 16];
-                    last[..tail].copy_from_slice(payload);
-                    block_masks(&last)
-                }
-            };
-            word |= u64::from(masks.quote) << (at % 4 * 16);
-            unusual |= masks.unusual;
-        }
-        // The last, partial word (nothing left over at exactly the limit).
-        if let Some(last) = quotes.get_mut(at / 4) {
-            *last |= word;
-        }
+        let unusual = match vector {
+            Vector::Sse2 => mark_quotes_16(payload, quotes),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Vector::Avx2` is only ever made by `Vector::detect`
+            // after the CPU said it has AVX2 (or by tests, likewise).
+            Vector::Avx2 => unsafe { avx2::mark_quotes_32(payload, quotes) },
+        };
         // Only records with whitespace between tokens (or worse) get past
         // the first test, so bytewise is fine.
-        if unusual != 0 && (payload.iter().any(|&b| is_odd(b)) || control_in_string(payload)) {
+        if unusual && (payload.iter().any(|&b| is_odd(b)) || control_in_string(payload)) {
             return None;
         }
         Some(ascii_str(payload))
     }
+}
+
+/// How wide the block scan's vectors are, chosen once (when the decoder is
+/// built) from what the CPU has. Both widths mark the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Vector {
+    /// 16-byte blocks: SSE2 on x86_64 (every such CPU has it), bytewise
+    /// elsewhere.
+    Sse2,
+    /// 32-byte blocks with AVX2: half the loads and mask steps per record.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Vector {
+    /// The widest this CPU runs.
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            return Vector::Avx2;
+        }
+        Vector::Sse2
+    }
+
+    /// Every width this CPU runs, for tests that check each.
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Self> {
+        let mut all = vec![Vector::Sse2];
+        if Vector::detect() != Vector::Sse2 {
+            all.push(Vector::detect());
+        }
+        all
+    }
+}
+
+/// Marks the quotes of a record of at most `BLOCK_WORDS * WORD_BYTES` bytes
+/// in 16-byte blocks; whether any byte is in the `unusual` class.
+#[inline(always)]
+fn mark_quotes_16(payload: &[u8], quotes: &mut [u64; BLOCK_WORDS]) -> bool {
+    // Four blocks' quote masks are gathered in a register and stored
+    // once per word (or-ing each into memory cost a load and a store).
+    let mut word = 0u64;
+    let mut unusual = 0u16;
+    let mut chunks = payload.chunks_exact(16);
+    let mut at = 0;
+    for block in chunks.by_ref() {
+        let Ok(block) = block.try_into() else {
+            break;
+        };
+        let masks = block_masks(block);
+        word |= u64::from(masks.quote) << (at % 4 * 16);
+        unusual |= masks.unusual;
+        if at % 4 == 3 {
+            if let Some(slot) = quotes.get_mut(at / 4) {
+                *slot = word;
+            }
+            word = 0;
+        }
+        at += 1;
+    }
+    let tail = chunks.remainder().len();
+    if tail > 0 {
+        let masks = match payload.last_chunk::<16>() {
+            // The record's last 16 bytes, of which the first `16 - tail`
+            // were in the previous block: shifted out. (Copying the tail
+            // into a padded block instead costs a `memcpy` call.)
+            Some(last) => {
+                let masks = block_masks(last);
+                BlockMasks {
+                    quote: masks.quote >> (16 - tail),
+                    unusual: masks.unusual >> (16 - tail),
+                }
+            }
+            // A record shorter than one block (never a valid event).
+            None => {
+                // Spaces are in no class, so nothing past the end is marked.
+                let mut last = [b' '; 16];
+                last[..tail].copy_from_slice(payload);
+                block_masks(&last)
+            }
+        };
+        word |= u64::from(masks.quote) << (at % 4 * 16);
+        unusual |= masks.unusual;
+    }
+    // The last, partial word (nothing left over at exactly the limit).
+    if let Some(last) = quotes.get_mut(at / 4) {
+        *last |= word;
+    }
+    unusual != 0
 }
 
 /// Whether a control byte lies inside a string, the strings being the spans
@@ -552,6 +615,104 @@ fn block_masks(block: &[u8; 16]) -> BlockMasks {
     }
 }
 
+/// The block scan in 32-byte blocks, for CPUs with AVX2 ([`Vector::Avx2`]).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{BLOCK_WORDS, WORD_BYTES};
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi8,
+    };
+
+    /// The classes of one 32-byte block, as [`super::BlockMasks`] has them
+    /// for 16: bit `i` for byte `i`.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) struct BlockMasks32 {
+        pub(super) quote: u32,
+        pub(super) unusual: u32,
+    }
+
+    /// [`BlockMasks32`] of one block.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn block_masks_32(block: &[u8; 32]) -> BlockMasks32 {
+        // SAFETY: the unaligned load reads exactly the 32 bytes of `block`.
+        let x = unsafe { _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()) };
+        let quote = _mm256_cmpeq_epi8(x, _mm256_set1_epi8(b'"' as i8));
+        let backslash = _mm256_cmpeq_epi8(x, _mm256_set1_epi8(b'\\' as i8));
+        // Signed, as in the SSE2 version: 0x20 > x marks the control bytes
+        // and every byte of 0x80 and above (negative).
+        let low_or_high = _mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), x);
+        let unusual = _mm256_or_si256(backslash, low_or_high);
+        BlockMasks32 {
+            quote: _mm256_movemask_epi8(quote) as u32,
+            unusual: _mm256_movemask_epi8(unusual) as u32,
+        }
+    }
+
+    /// [`super::mark_quotes_16`] in 32-byte blocks: the same bits set in
+    /// `quotes`, and the same answer.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn mark_quotes_32(payload: &[u8], quotes: &mut [u64; BLOCK_WORDS]) -> bool {
+        debug_assert!(payload.len() <= BLOCK_WORDS * WORD_BYTES);
+        let mut word = 0u64;
+        let mut unusual = 0u32;
+        let mut chunks = payload.chunks_exact(32);
+        let mut at = 0;
+        for block in chunks.by_ref() {
+            let Ok(block) = block.try_into() else {
+                break;
+            };
+            // SAFETY: this function's own precondition.
+            let masks = unsafe { block_masks_32(block) };
+            word |= u64::from(masks.quote) << (at % 2 * 32);
+            unusual |= masks.unusual;
+            if at % 2 == 1 {
+                if let Some(slot) = quotes.get_mut(at / 2) {
+                    *slot = word;
+                }
+                word = 0;
+            }
+            at += 1;
+        }
+        let tail = chunks.remainder().len();
+        if tail > 0 {
+            let masks = match payload.last_chunk::<32>() {
+                // The record's last 32 bytes, the first `32 - tail` of them
+                // already seen: shifted out.
+                // SAFETY: this function's own precondition.
+                Some(last) => {
+                    let masks = unsafe { block_masks_32(last) };
+                    BlockMasks32 {
+                        quote: masks.quote >> (32 - tail),
+                        unusual: masks.unusual >> (32 - tail),
+                    }
+                }
+                // A record shorter than one block (never a valid event):
+                // padded with spaces, which are in no class.
+                None => {
+                    let mut last = [b' '; 32];
+                    last[..tail].copy_from_slice(payload);
+                    // SAFETY: this function's own precondition.
+                    unsafe { block_masks_32(&last) }
+                }
+            };
+            word |= u64::from(masks.quote) << (at % 2 * 32);
+            unusual |= masks.unusual;
+        }
+        if let Some(last) = quotes.get_mut(at / 2) {
+            *last |= word;
+        }
+        unusual != 0
+    }
+}
+
 /// [`BlockMasks`] of one block, byte by byte: the definition, and the code
 /// on targets without a vector version.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
@@ -622,6 +783,50 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// [`Blocks::classify`] with `vector` takes exactly the records fit for
+    /// the block path and marks exactly their quotes.
+    fn classify_is_the_definition(bytes: &[u8], vector: Vector) -> Result<(), TestCaseError> {
+        let odd = |b: u8| b == b'\\' || b >= 0x80;
+        let mut quotes = [0; BLOCK_WORDS];
+        let text = Blocks::classify(bytes, &mut quotes, vector);
+        let blocks = Blocks { quotes: &quotes };
+        let takes = bytes.len() <= BLOCK_WORDS * WORD_BYTES
+            && !bytes.iter().any(|&b| odd(b))
+            && !control_in_string(bytes);
+        prop_assert_eq!(text.is_some(), takes, "{:?}", vector);
+        if let Some(text) = text {
+            prop_assert_eq!(text.as_bytes(), bytes);
+            for i in 0..BLOCK_WORDS * WORD_BYTES {
+                let marked = blocks.quotes[i / WORD_BYTES] >> (i % WORD_BYTES) & 1 == 1;
+                prop_assert_eq!(
+                    marked,
+                    bytes.get(i) == Some(&b'"'),
+                    "byte {} {:?}",
+                    i,
+                    vector
+                );
+            }
+            // At every string's start (just past an odd-numbered
+            // quote), the bitmap finds what the search finds.
+            let mut opening = true;
+            for (i, &b) in bytes.iter().enumerate() {
+                if b != b'"' {
+                    continue;
+                }
+                if opening {
+                    prop_assert_eq!(
+                        blocks.string_end(bytes, i + 1),
+                        Search.string_end(bytes, i + 1),
+                        "from {}",
+                        i + 1
+                    );
+                }
+                opening = !opening;
+            }
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(10_000))]
 
@@ -638,6 +843,24 @@ mod tests {
             prop_assert_eq!(block_masks(&block), block_masks_scalar(&block));
         }
 
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn avx2_block_masks_match_the_byte_by_byte_definition(
+            halves in any::<([u8; 16], [u8; 16])>(),
+        ) {
+            if Vector::detect() != Vector::Avx2 {
+                return Ok(());
+            }
+            let mut block = [0; 32];
+            block[..16].copy_from_slice(&halves.0);
+            block[16..].copy_from_slice(&halves.1);
+            // SAFETY: the CPU has AVX2 (checked above).
+            let masks = unsafe { avx2::block_masks_32(&block) };
+            let (low, high) = (block_masks_scalar(&halves.0), block_masks_scalar(&halves.1));
+            prop_assert_eq!(masks.quote, u32::from(low.quote) | u32::from(high.quote) << 16);
+            prop_assert_eq!(masks.unusual, u32::from(low.unusual) | u32::from(high.unusual) << 16);
+        }
+
         #[test]
         fn classify_marks_exactly_the_quotes(
             bytes in proptest::collection::vec(
@@ -645,36 +868,26 @@ mod tests {
                 0..BLOCK_WORDS * WORD_BYTES + 40,
             ),
         ) {
-            let odd = |b: u8| b == b'\\' || b >= 0x80;
-            let mut quotes = [0; BLOCK_WORDS];
-            let text = Blocks::classify(&bytes, &mut quotes);
-            let blocks = Blocks { quotes: &quotes };
-            let takes = bytes.len() <= BLOCK_WORDS * WORD_BYTES
-                && !bytes.iter().any(|&b| odd(b))
-                && !control_in_string(&bytes);
-            prop_assert_eq!(text.is_some(), takes);
-            if let Some(text) = text {
-                prop_assert_eq!(text.as_bytes(), &bytes[..]);
-                for i in 0..BLOCK_WORDS * WORD_BYTES {
-                    let marked = blocks.quotes[i / WORD_BYTES] >> (i % WORD_BYTES) & 1 == 1;
-                    prop_assert_eq!(marked, bytes.get(i) == Some(&b'"'), "byte {}", i);
-                }
-                // At every string's start (just past an odd-numbered
-                // quote), the bitmap finds what the search finds.
-                let mut opening = true;
-                for (i, &b) in bytes.iter().enumerate() {
-                    if b != b'"' {
-                        continue;
-                    }
-                    if opening {
-                        prop_assert_eq!(
-                            blocks.string_end(&bytes, i + 1),
-                            Search.string_end(&bytes, i + 1),
-                            "from {}", i + 1
-                        );
-                    }
-                    opening = !opening;
-                }
+            for vector in Vector::available() {
+                classify_is_the_definition(&bytes, vector)?;
+            }
+        }
+
+        #[test]
+        fn classify_marks_exactly_the_quotes_around_block_edges(
+            unit in proptest::collection::vec(
+                prop_oneof![40 => 0x20u8..0x80, 4 => Just(b'"'), 1 => 0u8..0x20, 1 => any::<u8>()],
+                1..8,
+            ),
+            edge in prop_oneof![Just(16usize), Just(32), Just(64), Just(BLOCK_WORDS * WORD_BYTES)],
+            offset in -3isize..=3,
+        ) {
+            // Lengths just short of, at and just past each block and word
+            // size, where the tail handling changes.
+            let len = edge.saturating_add_signed(offset);
+            let bytes: Vec<u8> = unit.iter().copied().cycle().take(len).collect();
+            for vector in Vector::available() {
+                classify_is_the_definition(&bytes, vector)?;
             }
         }
 
