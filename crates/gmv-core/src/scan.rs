@@ -12,10 +12,10 @@
 //! `serde_json`, so every rejection and its detail stay serde's. A property
 //! test in `event.rs` checks that both paths agree.
 //!
-//! A record is first classified in 16-byte blocks, or 32-byte ones on a CPU
-//! with AVX2 ([`Vector`], detected once when the decoder is built; both
-//! widths are tested against the bytewise definition) ([`Blocks`]): one
-//! pass marks every `"`, `\`, control and non-ASCII byte. A record of ASCII only
+//! A record is first classified ([`Blocks`]) in 16-byte blocks, or 32-byte
+//! ones on a CPU with AVX2 ([`Vector`]: detected once, when the decoder is
+//! built; both widths are tested against the bytewise definition): one pass
+//! marks every `"`, `\`, control and non-ASCII byte. A record of ASCII only
 //! is valid UTF-8 without further checking, and each string's end is then
 //! read off that bitmap instead of being searched for. A record with any
 //! non-ASCII byte or backslash, or longer than the bitmap, takes the
@@ -61,7 +61,7 @@ pub(crate) fn scan_into<'a>(
             }
             // The general scanner wants empty fields.
             *fields = Fields::default();
-            scan_text(text, &Blocks { quotes: &quotes }, fields)
+            scan_text(text.as_str(), &Blocks { quotes: &quotes }, fields)
         }
         None => scan_searching(payload, fields),
     }
@@ -79,11 +79,11 @@ pub(crate) fn scan_into<'a>(
 /// on such input, with the same fields.
 #[inline(always)]
 fn scan_compact<'a>(
-    text: &'a str,
+    text: Ascii<'a>,
     quotes: &[u64; BLOCK_WORDS],
     fields: &mut Fields<'a>,
 ) -> Option<()> {
-    let bytes = text.as_bytes();
+    let bytes = text.as_str().as_bytes();
     if bytes.first() != Some(&b'{') || bytes.last() != Some(&b'}') {
         return None;
     }
@@ -110,7 +110,7 @@ fn scan_compact<'a>(
         if value_open != key_close + 2 || bytes.get(key_close + 1) != Some(&b':') {
             return None;
         }
-        let value = text.get(value_open + 1..value_close)?;
+        let value = text.get(value_open + 1, value_close)?;
         let slot = match bytes.get(key_open + 1..key_close)? {
             b"txn_id" => &mut fields.txn_id,
             b"merchant_id" => &mut fields.merchant_id,
@@ -120,7 +120,7 @@ fn scan_compact<'a>(
                     return None;
                 }
                 // The raw JSON text, quotes included.
-                fields.amount = Some(text.get(value_open..=value_close)?);
+                fields.amount = Some(text.get(value_open, value_close + 1)?);
                 &mut None
             }
             b"currency" => &mut fields.currency,
@@ -420,7 +420,7 @@ impl Blocks<'_> {
         payload: &'a [u8],
         quotes: &mut [u64; BLOCK_WORDS],
         vector: Vector,
-    ) -> Option<&'a str> {
+    ) -> Option<Ascii<'a>> {
         if payload.len() > BLOCK_WORDS * WORD_BYTES {
             return None;
         }
@@ -436,7 +436,7 @@ impl Blocks<'_> {
         if unusual && (payload.iter().any(|&b| is_odd(b)) || control_in_string(payload)) {
             return None;
         }
-        Some(ascii_str(payload))
+        Some(Ascii::new(payload))
     }
 }
 
@@ -560,16 +560,38 @@ impl StringEnds for Blocks<'_> {
     }
 }
 
-/// `bytes` as text, once [`Blocks::classify`] has seen that every byte is
-/// below 0x80.
-#[inline(always)]
-fn ascii_str(bytes: &[u8]) -> &str {
-    debug_assert!(bytes.is_ascii());
-    // SAFETY: only called on a record with no byte of 0x80 or above (every
-    // such byte sets its block's `unusual` mask, and a record with any set
-    // bit there is only taken after a bytewise `is_odd` check), and ASCII is
-    // valid UTF-8.
-    unsafe { std::str::from_utf8_unchecked(bytes) }
+/// A record [`Blocks::classify`] found to be all ASCII. Every byte is a
+/// character, so any range of it is text: its slices skip the
+/// char-boundary checks of `str::get` (an out-of-line call per field).
+#[derive(Clone, Copy)]
+struct Ascii<'a>(&'a str);
+
+impl<'a> Ascii<'a> {
+    /// `bytes` as text, once [`Blocks::classify`] has seen that every byte
+    /// is below 0x80.
+    #[inline(always)]
+    fn new(bytes: &'a [u8]) -> Self {
+        debug_assert!(bytes.is_ascii());
+        // SAFETY: only called on a record with no byte of 0x80 or above
+        // (every such byte sets its block's `unusual` mask, and a record
+        // with any set bit there is only taken after a bytewise `is_odd`
+        // check), and ASCII is valid UTF-8.
+        Self(unsafe { std::str::from_utf8_unchecked(bytes) })
+    }
+
+    #[inline(always)]
+    fn as_str(self) -> &'a str {
+        self.0
+    }
+
+    /// The text of bytes `start..end`.
+    #[inline(always)]
+    fn get(self, start: usize, end: usize) -> Option<&'a str> {
+        let bytes = self.0.as_bytes().get(start..end)?;
+        // SAFETY: every byte of an `Ascii` is below 0x80 (see `new`), so
+        // any range of it is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    }
 }
 
 /// Whether byte `b` keeps a record off the block path: `\` or non-ASCII.
@@ -795,7 +817,7 @@ mod tests {
             && !control_in_string(bytes);
         prop_assert_eq!(text.is_some(), takes, "{:?}", vector);
         if let Some(text) = text {
-            prop_assert_eq!(text.as_bytes(), bytes);
+            prop_assert_eq!(text.as_str().as_bytes(), bytes);
             for i in 0..BLOCK_WORDS * WORD_BYTES {
                 let marked = blocks.quotes[i / WORD_BYTES] >> (i % WORD_BYTES) & 1 == 1;
                 prop_assert_eq!(
