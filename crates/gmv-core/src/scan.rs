@@ -100,6 +100,8 @@ fn scan_compact<'a>(
     };
     // Where the next key's opening quote must be.
     let mut key_open = 1;
+    // The key expected next, if the record is in the usual order.
+    let mut usual = USUAL_ORDER.iter();
     loop {
         if next_quote()? != key_open {
             return None;
@@ -111,10 +113,14 @@ fn scan_compact<'a>(
             return None;
         }
         let value = text.get(value_open + 1, value_close)?;
-        let slot = match bytes.get(key_open + 1..key_close)? {
-            b"txn_id" => &mut fields.txn_id,
-            b"merchant_id" => &mut fields.merchant_id,
-            b"amount" => {
+        let key = match usual.next() {
+            Some(expected) if expected.names(bytes, key_open + 1, key_close) => expected.key,
+            _ => Key::of(bytes.get(key_open + 1..key_close)?),
+        };
+        let slot = match key {
+            Key::TxnId => &mut fields.txn_id,
+            Key::MerchantId => &mut fields.merchant_id,
+            Key::Amount => {
                 // serde refuses a repeated field; let it say so.
                 if fields.amount.is_some() {
                     return None;
@@ -123,10 +129,10 @@ fn scan_compact<'a>(
                 fields.amount = Some(text.get(value_open, value_close + 1)?);
                 &mut None
             }
-            b"currency" => &mut fields.currency,
-            b"channel" => &mut fields.channel,
-            b"settled_at" => &mut fields.settled_at,
-            _ => &mut None,
+            Key::Currency => &mut fields.currency,
+            Key::Channel => &mut fields.channel,
+            Key::SettledAt => &mut fields.settled_at,
+            Key::Other => &mut None,
         };
         if slot.is_some() {
             return None;
@@ -231,7 +237,7 @@ fn scan_text<'a, E: StringEnds>(text: &'a str, ends: &E, fields: &mut Fields<'a>
 }
 
 /// An object key, as far as the event is concerned.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Key {
     TxnId,
     MerchantId,
@@ -240,6 +246,101 @@ enum Key {
     Channel,
     SettledAt,
     Other,
+}
+
+impl Key {
+    /// The key named by `name` (a key's body, without quotes).
+    #[inline(always)]
+    fn of(name: &[u8]) -> Key {
+        match name {
+            b"txn_id" => Key::TxnId,
+            b"merchant_id" => Key::MerchantId,
+            b"amount" => Key::Amount,
+            b"currency" => Key::Currency,
+            b"channel" => Key::Channel,
+            b"settled_at" => Key::SettledAt,
+            _ => Key::Other,
+        }
+    }
+}
+
+/// The contract's keys in the order producers write them
+/// (`../shared/EVENTS.md`): the compact scan checks each key against the
+/// one expected in its place first, a test that always goes the same way
+/// on the usual record, and matches it against every name (a branch on the
+/// key's length, then on its bytes) only if that fails.
+const USUAL_ORDER: [KeyWords; 6] = [
+    KeyWords::new(Key::TxnId, b"txn_id"),
+    KeyWords::new(Key::MerchantId, b"merchant_id"),
+    KeyWords::new(Key::Amount, b"amount"),
+    KeyWords::new(Key::Currency, b"currency"),
+    KeyWords::new(Key::Channel, b"channel"),
+    KeyWords::new(Key::SettledAt, b"settled_at"),
+];
+
+/// A known key's name as two eight-byte words: its first eight bytes and
+/// its last eight (little-endian), each masked to the name's bytes, so that
+/// any name of up to 16 bytes is compared with two loads.
+struct KeyWords {
+    key: Key,
+    len: usize,
+    first: u64,
+    first_mask: u64,
+    last: u64,
+    last_mask: u64,
+}
+
+impl KeyWords {
+    const fn new(key: Key, name: &[u8]) -> Self {
+        assert!(name.len() <= 16);
+        let len = name.len();
+        let mut first = 0;
+        let mut last = 0;
+        let mut i = 0;
+        while i < len {
+            if i < 8 {
+                first |= (name[i] as u64) << (8 * i);
+            }
+            // Byte `i` is byte `i - (len - 8)` of the last eight.
+            if len >= 8 && i >= len - 8 {
+                last |= (name[i] as u64) << (8 * (i - (len - 8)));
+            }
+            i += 1;
+        }
+        let (first_mask, last_mask) = if len >= 8 {
+            (u64::MAX, u64::MAX)
+        } else {
+            (u64::MAX >> (8 * (8 - len)), 0)
+        };
+        Self {
+            key,
+            len,
+            first,
+            first_mask,
+            last,
+            last_mask,
+        }
+    }
+
+    /// Whether `bytes[start..end]` is this name. (False too when the words
+    /// around it do not fit in `bytes`: the caller then matches by name.)
+    #[inline(always)]
+    fn names(&self, bytes: &[u8], start: usize, end: usize) -> bool {
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 8)
+                .and_then(|w| w.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
+        // A name shorter than eight bytes has no last word (`last_mask` is
+        // zero), wherever the load lands.
+        let (Some(first), Some(last)) = (word(start), word(end.saturating_sub(8))) else {
+            return false;
+        };
+        end - start == self.len
+            && first & self.first_mask == self.first
+            && last & self.last_mask == self.last
+    }
 }
 
 struct Scanner<'a, 'e, E> {
@@ -910,6 +1011,33 @@ mod tests {
             let bytes: Vec<u8> = unit.iter().copied().cycle().take(len).collect();
             for vector in Vector::available() {
                 classify_is_the_definition(&bytes, vector)?;
+            }
+        }
+
+        #[test]
+        fn key_words_name_exactly_their_key(
+            before in "[a-z\",:{]{0,10}",
+            name in prop_oneof![
+                proptest::sample::select(vec![
+                    "txn_id", "merchant_id", "amount", "currency", "channel", "settled_at",
+                ]).prop_map(str::to_string),
+                "[a-z_]{0,12}",
+                "(txn_id|merchant_id|amount|currency|channel|settled_at)[a-z_]{0,2}",
+            ],
+            after in "[a-z\",:}]{0,10}",
+        ) {
+            let record = format!("{before}{name}{after}");
+            let (start, end) = (before.len(), before.len() + name.len());
+            for expected in &USUAL_ORDER {
+                let named = expected.names(record.as_bytes(), start, end);
+                let is_it = Key::of(name.as_bytes()) == expected.key;
+                if named {
+                    prop_assert!(is_it, "{:?}", record);
+                }
+                // Given room for its loads, the check finds every match.
+                if is_it && start + 8 <= record.len() {
+                    prop_assert!(named, "{:?}", record);
+                }
             }
         }
 
