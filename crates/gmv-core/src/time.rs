@@ -87,9 +87,10 @@ fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
     let hour = byte(clock, 0);
     let minute = byte(clock, 3);
     let second = byte(clock, 6);
+    // Every month has 28 days: the calendar is only consulted past them.
     if !(1..=12).contains(&month)
         || day == 0
-        || day > days_in_month(year, month)
+        || (day > 28 && day > days_in_month(year, month))
         || hour > 23
         || minute > 59
         || second > 59
