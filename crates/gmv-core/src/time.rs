@@ -4,10 +4,13 @@
 //! The hot path parses the common shape (`YYYY-MM-DDTHH:MM:SS[.fff]±HH:MM` or
 //! `Z`) by hand; anything it declines goes to chrono's RFC 3339 parser, so the
 //! accepted language is exactly RFC 3339 and the fast path is only a shortcut
-//! (a property test checks they agree).
+//! (a property test checks they agree). Each thread remembers the last
+//! valid date it read and its day number, since consecutive events nearly
+//! always share it.
 
 use crate::swar::{all_digits, byte, pair_values};
 use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone};
+use std::cell::Cell;
 
 /// Milliseconds since the Unix epoch.
 pub type EpochMillis = i64;
@@ -59,6 +62,14 @@ fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
     days as i64 - 865_565
 }
 
+thread_local! {
+    /// The date this thread parsed last: its `YYYY-MM-` word and `DD` bytes,
+    /// and its day number. Events come roughly in time order, so nearly
+    /// every one falls on the previous one's date, which is then neither
+    /// checked nor converted again. (All zero at first: no valid date.)
+    static LAST_DATE: Cell<(u64, u16, i64)> = const { Cell::new((0, 0, 0)) };
+}
+
 fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
     // `YYYY-MM-DDTHH:MM:SS` as two eight-byte words (`YYYY-MM-` and
     // `HH:MM:SS`, little-endian) plus the day and the `T` between them: each
@@ -66,45 +77,57 @@ fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
     // read, a few instructions for all of them.
     let head: &[u8; 20] = b.first_chunk()?;
     let date = u64::from_le_bytes(*head.first_chunk::<8>()?);
+    let day = u16::from_le_bytes([head[8], head[9]]);
     let clock = u64::from_le_bytes(*head[11..].first_chunk::<8>()?);
-    const DATE_DIGITS: u64 = 0x00ff_ff00_ffff_ffff;
-    const DATE_DASHES: u64 = 0xff00_00ff_0000_0000;
     const CLOCK_DIGITS: u64 = 0xffff_00ff_ff00_ffff;
     const CLOCK_COLONS: u64 = 0x0000_ff00_00ff_0000;
-    if date & DATE_DASHES != 0x2d00_002d_0000_0000
-        || clock & CLOCK_COLONS != 0x0000_3a00_003a_0000
-        || !all_digits(date, DATE_DIGITS)
+    if clock & CLOCK_COLONS != 0x0000_3a00_003a_0000
         || !all_digits(clock, CLOCK_DIGITS)
         || !matches!(head[10], b'T' | b't')
     {
         return None;
     }
-    let date = pair_values(date);
     let clock = pair_values(clock);
-    let year = byte(date, 0) * 100 + byte(date, 2);
-    let month = byte(date, 5);
-    let day = two_digits(b, 8)?;
     let hour = byte(clock, 0);
     let minute = byte(clock, 3);
     let second = byte(clock, 6);
-    // Every month has 28 days: the calendar is only consulted past them.
-    if !(1..=12).contains(&month)
-        || day == 0
-        || (day > 28 && day > days_in_month(year, month))
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
+    let days = match LAST_DATE.get() {
+        (last, last_day, days) if (last, last_day) == (date, day) => days,
+        _ => {
+            let days = day_number(date, head)?;
+            LAST_DATE.set((date, day, days));
+            days
+        }
+    };
     let (millis, offset_minutes) = match usual_tail(&b[19..]) {
         Some(usual) => usual,
         None => tail(&b[19..])?,
     };
-    let days = days_from_civil(year, month, day);
     let seconds =
         days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
     Some(seconds * 1000 + i64::from(millis))
+}
+
+/// The day number (days since 1970-01-01) of the date `head` starts with,
+/// `date` being its first eight bytes; `None` unless it is a valid
+/// `YYYY-MM-DD`.
+fn day_number(date: u64, head: &[u8; 20]) -> Option<i64> {
+    const DATE_DIGITS: u64 = 0x00ff_ff00_ffff_ffff;
+    const DATE_DASHES: u64 = 0xff00_00ff_0000_0000;
+    if date & DATE_DASHES != 0x2d00_002d_0000_0000 || !all_digits(date, DATE_DIGITS) {
+        return None;
+    }
+    let date = pair_values(date);
+    let year = byte(date, 0) * 100 + byte(date, 2);
+    let month = byte(date, 5);
+    let day = two_digits(head, 8)?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
 }
 
 /// The usual `.fff±HH:MM` after the seconds (`.340+08:00`), checked and
@@ -425,6 +448,33 @@ mod tests {
                 && two_digits(&rest, 5).is_some_and(|h| h <= 23)
                 && two_digits(&rest, 8).is_some_and(|m| m <= 59);
             prop_assert_eq!(usual.is_some(), shaped, "{:?}", String::from_utf8_lossy(&rest));
+        }
+
+        #[test]
+        fn remembered_dates_give_what_chrono_gives(
+            texts in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "2017-11-11", "2017-11-11", "2017-11-12", "2016-02-29",
+                        "2017-02-29", "2017-11-1x", "2017-11-00",
+                    ]),
+                    0u32..24,
+                    0u32..60,
+                    proptest::sample::select(vec![".340+08:00", "Z", ".5-05:30", "+08:00x"]),
+                ),
+                1..20,
+            ),
+        ) {
+            // Runs of one date (remembered after the first), invalid dates
+            // that share a valid one's prefix, and dates that come back.
+            for (date, hour, minute, tail) in texts {
+                let text = format!("{date}T{hour:02}:{minute:02}:07{tail}");
+                prop_assert_eq!(
+                    parse_rfc3339_millis(&text),
+                    DateTime::parse_from_rfc3339(&text).ok().map(|t| t.timestamp_millis()),
+                    "{}", text
+                );
+            }
         }
 
         #[test]
