@@ -31,6 +31,7 @@ mod scan;
 pub mod sink;
 mod spin;
 pub mod state;
+mod swar;
 pub mod time;
 
 pub use config::Settings;

@@ -5,6 +5,7 @@
 //!
 //! Nothing here ever goes through `f64`.
 
+use crate::swar::{all_digits, byte, eight_digits, pair_values};
 use rust_decimal::prelude::*;
 use rust_decimal::RoundingStrategy;
 
@@ -40,15 +41,59 @@ const FAST_MAX_INT_DIGITS: usize = 15;
 /// `rust_decimal`, and the two agree on every input the fast path accepts
 /// (a property test checks this).
 pub fn parse_minor_units(text: &str) -> Result<u64, AmountError> {
-    match parse_plain(text.as_bytes()) {
-        Some(0) => Err(AmountError::NotPositive),
-        Some(units) => Ok(units),
-        None => parse_decimal(text),
+    plain_minor_units(text).unwrap_or_else(|| parse_decimal(text))
+}
+
+/// [`parse_minor_units`] on the text its fast path takes (plain
+/// `digits[.d[d]]`), `None` for the rest; for a caller that checks more
+/// before the general path. Always inlined: returned through memory, its
+/// 16-byte result was written in parts and read back whole, a stalled
+/// store-to-load forward per record.
+#[inline(always)]
+pub(crate) fn plain_minor_units(text: &str) -> Option<Result<u64, AmountError>> {
+    match parse_plain(text.as_bytes())? {
+        0 => Some(Err(AmountError::NotPositive)),
+        units => Some(Ok(units)),
     }
 }
 
-/// The fast path: `^[0-9]{1,15}(\.[0-9]{1,2})?$`, in one pass.
+/// The fast path: `^[0-9]{1,15}(\.[0-9]{1,2})?$`.
+#[inline(always)]
 fn parse_plain(bytes: &[u8]) -> Option<u64> {
+    parse_cents(bytes).or_else(|| parse_plain_digits(bytes))
+}
+
+/// The usual amount, `^[0-9]{1,5}\.[0-9]{2}$` (`1299.00`), checked and read
+/// as one eight-byte word: the digit loop of [`parse_plain_digits`] exits
+/// at a different count from one record to the next, a mispredicted branch
+/// per amount.
+#[inline(always)]
+fn parse_cents(bytes: &[u8]) -> Option<u64> {
+    let len = bytes.len();
+    if !(4..=8).contains(&len) {
+        return None;
+    }
+    // Two four-byte loads that overlap (on the same bytes) cover the text,
+    // then it is moved to the top of the word: the point at byte 5, the
+    // cents at 6 and 7, the integer digits just below the point.
+    let first = u32::from_le_bytes(*bytes.first_chunk()?);
+    let last = u32::from_le_bytes(*bytes.last_chunk()?);
+    let word = (u64::from(first) | u64::from(last) << (8 * (len - 4))) << (8 * (8 - len));
+    let int_mask = (u64::MAX << (8 * (8 - len))) & 0x0000_00ff_ffff_ffff;
+    const CENTS: u64 = 0xffff_0000_0000_0000;
+    if byte(word, 5) != u32::from(b'.') || !all_digits(word, int_mask | CENTS) {
+        return None;
+    }
+    let digits = word & 0x0f0f_0f0f_0f0f_0f0f;
+    // The integer digits moved up to end at byte 7, the point and cents shifted out.
+    let int = eight_digits((digits & int_mask) << 24);
+    let cents = u64::from(byte(pair_values(digits), 6));
+    Some(int * 100 + cents)
+}
+
+/// `^[0-9]{1,15}(\.[0-9]{1,2})?$`, in one pass.
+#[inline(never)]
+fn parse_plain_digits(bytes: &[u8]) -> Option<u64> {
     let mut units: u64 = 0;
     let mut rest = bytes;
     while let [digit @ b'0'..=b'9', tail @ ..] = rest {
@@ -73,7 +118,8 @@ fn parse_plain(bytes: &[u8]) -> Option<u64> {
 }
 
 /// The general path, through `rust_decimal`, for text the fast path declines.
-fn parse_decimal(text: &str) -> Result<u64, AmountError> {
+#[inline(never)]
+pub(crate) fn parse_decimal(text: &str) -> Result<u64, AmountError> {
     let value = if text.bytes().any(|b| b == b'e' || b == b'E') {
         Decimal::from_scientific(text)
     } else {
@@ -243,6 +289,21 @@ mod tests {
             if plain {
                 prop_assert_eq!(parse_minor_units(&text), parse_decimal(&text));
             }
+        }
+
+        #[test]
+        fn usual_shape_reads_as_the_digit_loop(
+            text in "[0-9]{0,7}\\.[0-9]{0,3}|[0-9.]{0,9}|[0-9]{1,5}\\.[0-9]{2}",
+        ) {
+            let usual = parse_cents(text.as_bytes());
+            if usual.is_some() {
+                prop_assert_eq!(usual, parse_plain_digits(text.as_bytes()));
+            }
+            let shape = text.len() <= 8
+                && text.split_once('.').is_some_and(|(int, cents)| {
+                    !int.is_empty() && cents.len() == 2 && !cents.contains('.')
+                });
+            prop_assert_eq!(usual.is_some(), shape, "{}", text);
         }
 
         #[test]

@@ -12,7 +12,9 @@
 //! `serde_json`, so every rejection and its detail stay serde's. A property
 //! test in `event.rs` checks that both paths agree.
 //!
-//! A record is first classified in 16-byte blocks ([`Blocks`]): one pass
+//! A record is first classified ([`Blocks`]) in 16-byte blocks, or 32-byte
+//! ones on a CPU with AVX2 ([`Vector`]: detected once, when the decoder is
+//! built; both widths are tested against the bytewise definition): one pass
 //! marks every `"`, `\`, control and non-ASCII byte. A record of ASCII only
 //! is valid UTF-8 without further checking, and each string's end is then
 //! read off that bitmap instead of being searched for. A record with any
@@ -44,18 +46,22 @@ pub(crate) struct Fields<'a> {
 /// The caller owns `fields` so that the scanner writes each field in place:
 /// returning the ~140-byte struct by value cost a `memcpy` per record.
 #[inline(always)]
-pub(crate) fn scan_into<'a>(payload: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
+pub(crate) fn scan_into<'a>(
+    payload: &'a [u8],
+    fields: &mut Fields<'a>,
+    vector: Vector,
+) -> Option<()> {
     // The bitmap lives here and is lent out: returning it inside an
     // `Option` cost a copy.
     let mut quotes = [0; BLOCK_WORDS];
-    match Blocks::classify(payload, &mut quotes) {
+    match Blocks::classify(payload, &mut quotes, vector) {
         Some(text) => {
             if scan_compact(text, &quotes, fields).is_some() {
                 return Some(());
             }
             // The general scanner wants empty fields.
             *fields = Fields::default();
-            scan_text(text, &Blocks { quotes: &quotes }, fields)
+            scan_text(text.as_str(), &Blocks { quotes: &quotes }, fields)
         }
         None => scan_searching(payload, fields),
     }
@@ -73,11 +79,11 @@ pub(crate) fn scan_into<'a>(payload: &'a [u8], fields: &mut Fields<'a>) -> Optio
 /// on such input, with the same fields.
 #[inline(always)]
 fn scan_compact<'a>(
-    text: &'a str,
+    text: Ascii<'a>,
     quotes: &[u64; BLOCK_WORDS],
     fields: &mut Fields<'a>,
 ) -> Option<()> {
-    let bytes = text.as_bytes();
+    let bytes = text.as_str().as_bytes();
     if bytes.first() != Some(&b'{') || bytes.last() != Some(&b'}') {
         return None;
     }
@@ -94,6 +100,8 @@ fn scan_compact<'a>(
     };
     // Where the next key's opening quote must be.
     let mut key_open = 1;
+    // The key expected next, if the record is in the usual order.
+    let mut usual = USUAL_ORDER.iter();
     loop {
         if next_quote()? != key_open {
             return None;
@@ -104,23 +112,27 @@ fn scan_compact<'a>(
         if value_open != key_close + 2 || bytes.get(key_close + 1) != Some(&b':') {
             return None;
         }
-        let value = text.get(value_open + 1..value_close)?;
-        let slot = match bytes.get(key_open + 1..key_close)? {
-            b"txn_id" => &mut fields.txn_id,
-            b"merchant_id" => &mut fields.merchant_id,
-            b"amount" => {
+        let value = text.get(value_open + 1, value_close)?;
+        let key = match usual.next() {
+            Some(expected) if expected.names(bytes, key_open + 1, key_close) => expected.key,
+            _ => Key::of(bytes.get(key_open + 1..key_close)?),
+        };
+        let slot = match key {
+            Key::TxnId => &mut fields.txn_id,
+            Key::MerchantId => &mut fields.merchant_id,
+            Key::Amount => {
                 // serde refuses a repeated field; let it say so.
                 if fields.amount.is_some() {
                     return None;
                 }
                 // The raw JSON text, quotes included.
-                fields.amount = Some(text.get(value_open..=value_close)?);
+                fields.amount = Some(text.get(value_open, value_close + 1)?);
                 &mut None
             }
-            b"currency" => &mut fields.currency,
-            b"channel" => &mut fields.channel,
-            b"settled_at" => &mut fields.settled_at,
-            _ => &mut None,
+            Key::Currency => &mut fields.currency,
+            Key::Channel => &mut fields.channel,
+            Key::SettledAt => &mut fields.settled_at,
+            Key::Other => &mut None,
         };
         if slot.is_some() {
             return None;
@@ -137,9 +149,9 @@ fn scan_compact<'a>(
 
 /// [`scan_into`] into a fresh [`Fields`].
 #[cfg(test)]
-pub(crate) fn scan(payload: &[u8]) -> Option<Fields<'_>> {
+pub(crate) fn scan(payload: &[u8], vector: Vector) -> Option<Fields<'_>> {
     let mut fields = Fields::default();
-    scan_into(payload, &mut fields).map(|()| fields)
+    scan_into(payload, &mut fields, vector).map(|()| fields)
 }
 
 /// The path for records the block scan does not take (non-ASCII, escapes,
@@ -225,7 +237,7 @@ fn scan_text<'a, E: StringEnds>(text: &'a str, ends: &E, fields: &mut Fields<'a>
 }
 
 /// An object key, as far as the event is concerned.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Key {
     TxnId,
     MerchantId,
@@ -234,6 +246,101 @@ enum Key {
     Channel,
     SettledAt,
     Other,
+}
+
+impl Key {
+    /// The key named by `name` (a key's body, without quotes).
+    #[inline(always)]
+    fn of(name: &[u8]) -> Key {
+        match name {
+            b"txn_id" => Key::TxnId,
+            b"merchant_id" => Key::MerchantId,
+            b"amount" => Key::Amount,
+            b"currency" => Key::Currency,
+            b"channel" => Key::Channel,
+            b"settled_at" => Key::SettledAt,
+            _ => Key::Other,
+        }
+    }
+}
+
+/// The contract's keys in the order producers write them
+/// (`../shared/EVENTS.md`): the compact scan checks each key against the
+/// one expected in its place first, a test that always goes the same way
+/// on the usual record, and matches it against every name (a branch on the
+/// key's length, then on its bytes) only if that fails.
+const USUAL_ORDER: [KeyWords; 6] = [
+    KeyWords::new(Key::TxnId, b"txn_id"),
+    KeyWords::new(Key::MerchantId, b"merchant_id"),
+    KeyWords::new(Key::Amount, b"amount"),
+    KeyWords::new(Key::Currency, b"currency"),
+    KeyWords::new(Key::Channel, b"channel"),
+    KeyWords::new(Key::SettledAt, b"settled_at"),
+];
+
+/// A known key's name as two eight-byte words: its first eight bytes and
+/// its last eight (little-endian), each masked to the name's bytes, so that
+/// any name of up to 16 bytes is compared with two loads.
+struct KeyWords {
+    key: Key,
+    len: usize,
+    first: u64,
+    first_mask: u64,
+    last: u64,
+    last_mask: u64,
+}
+
+impl KeyWords {
+    const fn new(key: Key, name: &[u8]) -> Self {
+        assert!(name.len() <= 16);
+        let len = name.len();
+        let mut first = 0;
+        let mut last = 0;
+        let mut i = 0;
+        while i < len {
+            if i < 8 {
+                first |= (name[i] as u64) << (8 * i);
+            }
+            // Byte `i` is byte `i - (len - 8)` of the last eight.
+            if len >= 8 && i >= len - 8 {
+                last |= (name[i] as u64) << (8 * (i - (len - 8)));
+            }
+            i += 1;
+        }
+        let (first_mask, last_mask) = if len >= 8 {
+            (u64::MAX, u64::MAX)
+        } else {
+            (u64::MAX >> (8 * (8 - len)), 0)
+        };
+        Self {
+            key,
+            len,
+            first,
+            first_mask,
+            last,
+            last_mask,
+        }
+    }
+
+    /// Whether `bytes[start..end]` is this name. (False too when the words
+    /// around it do not fit in `bytes`: the caller then matches by name.)
+    #[inline(always)]
+    fn names(&self, bytes: &[u8], start: usize, end: usize) -> bool {
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 8)
+                .and_then(|w| w.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
+        // A name shorter than eight bytes has no last word (`last_mask` is
+        // zero), wherever the load lands.
+        let (Some(first), Some(last)) = (word(start), word(end.saturating_sub(8))) else {
+            return false;
+        };
+        end - start == self.len
+            && first & self.first_mask == self.first
+            && last & self.last_mask == self.last
+    }
 }
 
 struct Scanner<'a, 'e, E> {
@@ -393,7 +500,8 @@ const WORD_BYTES: usize = 64;
 const BLOCK_WORDS: usize = 8;
 
 /// Where the quotes are in a record fit for the block path (all ASCII, no
-/// backslash, no control byte inside a string), found in 16-byte blocks.
+/// backslash, no control byte inside a string), found in 16- or 32-byte
+/// blocks.
 ///
 /// Without backslashes every `"` delimits a string, so the strings are
 /// exactly the spans from an odd-numbered quote to the next one, and the
@@ -409,61 +517,117 @@ impl Blocks<'_> {
     /// bitmap, holds any non-ASCII byte or backslash, or a control byte
     /// inside a string: such a record takes the original path.
     #[inline(always)]
-    fn classify<'a>(payload: &'a [u8], quotes: &mut [u64; BLOCK_WORDS]) -> Option<&'a str> {
+    fn classify<'a>(
+        payload: &'a [u8],
+        quotes: &mut [u64; BLOCK_WORDS],
+        vector: Vector,
+    ) -> Option<Ascii<'a>> {
         if payload.len() > BLOCK_WORDS * WORD_BYTES {
             return None;
         }
-        // Four blocks' quote masks are gathered in a register and stored
-        // once per word (or-ing each into memory cost a load and a store).
-        let mut word = 0u64;
-        let mut unusual = 0u16;
-        let mut chunks = payload.chunks_exact(16);
-        let mut at = 0;
-        for block in chunks.by_ref() {
-            let masks = block_masks(block.try_into().ok()?);
-            word |= u64::from(masks.quote) << (at % 4 * 16);
-            unusual |= masks.unusual;
-            if at % 4 == 3 {
-                *quotes.get_mut(at / 4)? = word;
-                word = 0;
-            }
-            at += 1;
-        }
-        let tail = chunks.remainder().len();
-        if tail > 0 {
-            let masks = match payload.last_chunk::<16>() {
-                // The record's last 16 bytes, of which the first `16 - tail`
-                // were in the previous block: shifted out. (Copying the tail
-                // into a padded block instead costs a `memcpy` call.)
-                Some(last) => {
-                    let masks = block_masks(last);
-                    BlockMasks {
-                        quote: masks.quote >> (16 - tail),
-                        unusual: masks.unusual >> (16 - tail),
-                    }
-                }
-                // A record shorter than one block (never a valid event).
-                None => {
-                    // Spaces are in no class, so nothing past the end is marked.
-                    let mut last = [b' '; 16];
-                    last[..tail].copy_from_slice(payload);
-                    block_masks(&last)
-                }
-            };
-            word |= u64::from(masks.quote) << (at % 4 * 16);
-            unusual |= masks.unusual;
-        }
-        // The last, partial word (nothing left over at exactly the limit).
-        if let Some(last) = quotes.get_mut(at / 4) {
-            *last |= word;
-        }
+        let unusual = match vector {
+            Vector::Sse2 => mark_quotes_16(payload, quotes),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Vector::Avx2` is only ever made by `Vector::detect`
+            // after the CPU said it has AVX2 (or by tests, likewise).
+            Vector::Avx2 => unsafe { avx2::mark_quotes_32(payload, quotes) },
+        };
         // Only records with whitespace between tokens (or worse) get past
         // the first test, so bytewise is fine.
-        if unusual != 0 && (payload.iter().any(|&b| is_odd(b)) || control_in_string(payload)) {
+        if unusual && (payload.iter().any(|&b| is_odd(b)) || control_in_string(payload)) {
             return None;
         }
-        Some(ascii_str(payload))
+        Some(Ascii::new(payload))
     }
+}
+
+/// How wide the block scan's vectors are, chosen once (when the decoder is
+/// built) from what the CPU has. Both widths mark the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Vector {
+    /// 16-byte blocks: SSE2 on x86_64 (every such CPU has it), bytewise
+    /// elsewhere.
+    Sse2,
+    /// 32-byte blocks with AVX2: half the loads and mask steps per record.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Vector {
+    /// The widest this CPU runs.
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            return Vector::Avx2;
+        }
+        Vector::Sse2
+    }
+
+    /// Every width this CPU runs, for tests that check each.
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Self> {
+        let mut all = vec![Vector::Sse2];
+        if Vector::detect() != Vector::Sse2 {
+            all.push(Vector::detect());
+        }
+        all
+    }
+}
+
+/// Marks the quotes of a record of at most `BLOCK_WORDS * WORD_BYTES` bytes
+/// in 16-byte blocks; whether any byte is in the `unusual` class.
+#[inline(always)]
+fn mark_quotes_16(payload: &[u8], quotes: &mut [u64; BLOCK_WORDS]) -> bool {
+    // Four blocks' quote masks are gathered in a register and stored
+    // once per word (or-ing each into memory cost a load and a store).
+    let mut word = 0u64;
+    let mut unusual = 0u16;
+    let mut chunks = payload.chunks_exact(16);
+    let mut at = 0;
+    for block in chunks.by_ref() {
+        let Ok(block) = block.try_into() else {
+            break;
+        };
+        let masks = block_masks(block);
+        word |= u64::from(masks.quote) << (at % 4 * 16);
+        unusual |= masks.unusual;
+        if at % 4 == 3 {
+            if let Some(slot) = quotes.get_mut(at / 4) {
+                *slot = word;
+            }
+            word = 0;
+        }
+        at += 1;
+    }
+    let tail = chunks.remainder().len();
+    if tail > 0 {
+        let masks = match payload.last_chunk::<16>() {
+            // The record's last 16 bytes, of which the first `16 - tail`
+            // were in the previous block: shifted out. (Copying the tail
+            // into a padded block instead costs a `memcpy` call.)
+            Some(last) => {
+                let masks = block_masks(last);
+                BlockMasks {
+                    quote: masks.quote >> (16 - tail),
+                    unusual: masks.unusual >> (16 - tail),
+                }
+            }
+            // A record shorter than one block (never a valid event).
+            None => {
+                // Spaces are in no class, so nothing past the end is marked.
+                let mut last = [b' '; 16];
+                last[..tail].copy_from_slice(payload);
+                block_masks(&last)
+            }
+        };
+        word |= u64::from(masks.quote) << (at % 4 * 16);
+        unusual |= masks.unusual;
+    }
+    // The last, partial word (nothing left over at exactly the limit).
+    if let Some(last) = quotes.get_mut(at / 4) {
+        *last |= word;
+    }
+    unusual != 0
 }
 
 /// Whether a control byte lies inside a string, the strings being the spans
@@ -497,16 +661,38 @@ impl StringEnds for Blocks<'_> {
     }
 }
 
-/// `bytes` as text, once [`Blocks::classify`] has seen that every byte is
-/// below 0x80.
-#[inline(always)]
-fn ascii_str(bytes: &[u8]) -> &str {
-    debug_assert!(bytes.is_ascii());
-    // SAFETY: only called on a record with no byte of 0x80 or above (every
-    // such byte sets its block's `unusual` mask, and a record with any set
-    // bit there is only taken after a bytewise `is_odd` check), and ASCII is
-    // valid UTF-8.
-    unsafe { std::str::from_utf8_unchecked(bytes) }
+/// A record [`Blocks::classify`] found to be all ASCII. Every byte is a
+/// character, so any range of it is text: its slices skip the
+/// char-boundary checks of `str::get` (an out-of-line call per field).
+#[derive(Clone, Copy)]
+struct Ascii<'a>(&'a str);
+
+impl<'a> Ascii<'a> {
+    /// `bytes` as text, once [`Blocks::classify`] has seen that every byte
+    /// is below 0x80.
+    #[inline(always)]
+    fn new(bytes: &'a [u8]) -> Self {
+        debug_assert!(bytes.is_ascii());
+        // SAFETY: only called on a record with no byte of 0x80 or above
+        // (every such byte sets its block's `unusual` mask, and a record
+        // with any set bit there is only taken after a bytewise `is_odd`
+        // check), and ASCII is valid UTF-8.
+        Self(unsafe { std::str::from_utf8_unchecked(bytes) })
+    }
+
+    #[inline(always)]
+    fn as_str(self) -> &'a str {
+        self.0
+    }
+
+    /// The text of bytes `start..end`.
+    #[inline(always)]
+    fn get(self, start: usize, end: usize) -> Option<&'a str> {
+        let bytes = self.0.as_bytes().get(start..end)?;
+        // SAFETY: every byte of an `Ascii` is below 0x80 (see `new`), so
+        // any range of it is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    }
 }
 
 /// Whether byte `b` keeps a record off the block path: `\` or non-ASCII.
@@ -549,6 +735,104 @@ fn block_masks(block: &[u8; 16]) -> BlockMasks {
     BlockMasks {
         quote: quote as u16,
         unusual: unusual as u16,
+    }
+}
+
+/// The block scan in 32-byte blocks, for CPUs with AVX2 ([`Vector::Avx2`]).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{BLOCK_WORDS, WORD_BYTES};
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi8,
+    };
+
+    /// The classes of one 32-byte block, as [`super::BlockMasks`] has them
+    /// for 16: bit `i` for byte `i`.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) struct BlockMasks32 {
+        pub(super) quote: u32,
+        pub(super) unusual: u32,
+    }
+
+    /// [`BlockMasks32`] of one block.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn block_masks_32(block: &[u8; 32]) -> BlockMasks32 {
+        // SAFETY: the unaligned load reads exactly the 32 bytes of `block`.
+        let x = unsafe { _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()) };
+        let quote = _mm256_cmpeq_epi8(x, _mm256_set1_epi8(b'"' as i8));
+        let backslash = _mm256_cmpeq_epi8(x, _mm256_set1_epi8(b'\\' as i8));
+        // Signed, as in the SSE2 version: 0x20 > x marks the control bytes
+        // and every byte of 0x80 and above (negative).
+        let low_or_high = _mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), x);
+        let unusual = _mm256_or_si256(backslash, low_or_high);
+        BlockMasks32 {
+            quote: _mm256_movemask_epi8(quote) as u32,
+            unusual: _mm256_movemask_epi8(unusual) as u32,
+        }
+    }
+
+    /// [`super::mark_quotes_16`] in 32-byte blocks: the same bits set in
+    /// `quotes`, and the same answer.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn mark_quotes_32(payload: &[u8], quotes: &mut [u64; BLOCK_WORDS]) -> bool {
+        debug_assert!(payload.len() <= BLOCK_WORDS * WORD_BYTES);
+        let mut word = 0u64;
+        let mut unusual = 0u32;
+        let mut chunks = payload.chunks_exact(32);
+        let mut at = 0;
+        for block in chunks.by_ref() {
+            let Ok(block) = block.try_into() else {
+                break;
+            };
+            // SAFETY: this function's own precondition.
+            let masks = unsafe { block_masks_32(block) };
+            word |= u64::from(masks.quote) << (at % 2 * 32);
+            unusual |= masks.unusual;
+            if at % 2 == 1 {
+                if let Some(slot) = quotes.get_mut(at / 2) {
+                    *slot = word;
+                }
+                word = 0;
+            }
+            at += 1;
+        }
+        let tail = chunks.remainder().len();
+        if tail > 0 {
+            let masks = match payload.last_chunk::<32>() {
+                // The record's last 32 bytes, the first `32 - tail` of them
+                // already seen: shifted out.
+                // SAFETY: this function's own precondition.
+                Some(last) => {
+                    let masks = unsafe { block_masks_32(last) };
+                    BlockMasks32 {
+                        quote: masks.quote >> (32 - tail),
+                        unusual: masks.unusual >> (32 - tail),
+                    }
+                }
+                // A record shorter than one block (never a valid event):
+                // padded with spaces, which are in no class.
+                None => {
+                    let mut last = [b' '; 32];
+                    last[..tail].copy_from_slice(payload);
+                    // SAFETY: this function's own precondition.
+                    unsafe { block_masks_32(&last) }
+                }
+            };
+            word |= u64::from(masks.quote) << (at % 2 * 32);
+            unusual |= masks.unusual;
+        }
+        if let Some(last) = quotes.get_mut(at / 2) {
+            *last |= word;
+        }
+        unusual != 0
     }
 }
 
@@ -622,6 +906,50 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// [`Blocks::classify`] with `vector` takes exactly the records fit for
+    /// the block path and marks exactly their quotes.
+    fn classify_is_the_definition(bytes: &[u8], vector: Vector) -> Result<(), TestCaseError> {
+        let odd = |b: u8| b == b'\\' || b >= 0x80;
+        let mut quotes = [0; BLOCK_WORDS];
+        let text = Blocks::classify(bytes, &mut quotes, vector);
+        let blocks = Blocks { quotes: &quotes };
+        let takes = bytes.len() <= BLOCK_WORDS * WORD_BYTES
+            && !bytes.iter().any(|&b| odd(b))
+            && !control_in_string(bytes);
+        prop_assert_eq!(text.is_some(), takes, "{:?}", vector);
+        if let Some(text) = text {
+            prop_assert_eq!(text.as_str().as_bytes(), bytes);
+            for i in 0..BLOCK_WORDS * WORD_BYTES {
+                let marked = blocks.quotes[i / WORD_BYTES] >> (i % WORD_BYTES) & 1 == 1;
+                prop_assert_eq!(
+                    marked,
+                    bytes.get(i) == Some(&b'"'),
+                    "byte {} {:?}",
+                    i,
+                    vector
+                );
+            }
+            // At every string's start (just past an odd-numbered
+            // quote), the bitmap finds what the search finds.
+            let mut opening = true;
+            for (i, &b) in bytes.iter().enumerate() {
+                if b != b'"' {
+                    continue;
+                }
+                if opening {
+                    prop_assert_eq!(
+                        blocks.string_end(bytes, i + 1),
+                        Search.string_end(bytes, i + 1),
+                        "from {}",
+                        i + 1
+                    );
+                }
+                opening = !opening;
+            }
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(10_000))]
 
@@ -638,6 +966,24 @@ mod tests {
             prop_assert_eq!(block_masks(&block), block_masks_scalar(&block));
         }
 
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn avx2_block_masks_match_the_byte_by_byte_definition(
+            halves in any::<([u8; 16], [u8; 16])>(),
+        ) {
+            if Vector::detect() != Vector::Avx2 {
+                return Ok(());
+            }
+            let mut block = [0; 32];
+            block[..16].copy_from_slice(&halves.0);
+            block[16..].copy_from_slice(&halves.1);
+            // SAFETY: the CPU has AVX2 (checked above).
+            let masks = unsafe { avx2::block_masks_32(&block) };
+            let (low, high) = (block_masks_scalar(&halves.0), block_masks_scalar(&halves.1));
+            prop_assert_eq!(masks.quote, u32::from(low.quote) | u32::from(high.quote) << 16);
+            prop_assert_eq!(masks.unusual, u32::from(low.unusual) | u32::from(high.unusual) << 16);
+        }
+
         #[test]
         fn classify_marks_exactly_the_quotes(
             bytes in proptest::collection::vec(
@@ -645,35 +991,52 @@ mod tests {
                 0..BLOCK_WORDS * WORD_BYTES + 40,
             ),
         ) {
-            let odd = |b: u8| b == b'\\' || b >= 0x80;
-            let mut quotes = [0; BLOCK_WORDS];
-            let text = Blocks::classify(&bytes, &mut quotes);
-            let blocks = Blocks { quotes: &quotes };
-            let takes = bytes.len() <= BLOCK_WORDS * WORD_BYTES
-                && !bytes.iter().any(|&b| odd(b))
-                && !control_in_string(&bytes);
-            prop_assert_eq!(text.is_some(), takes);
-            if let Some(text) = text {
-                prop_assert_eq!(text.as_bytes(), &bytes[..]);
-                for i in 0..BLOCK_WORDS * WORD_BYTES {
-                    let marked = blocks.quotes[i / WORD_BYTES] >> (i % WORD_BYTES) & 1 == 1;
-                    prop_assert_eq!(marked, bytes.get(i) == Some(&b'"'), "byte {}", i);
+            for vector in Vector::available() {
+                classify_is_the_definition(&bytes, vector)?;
+            }
+        }
+
+        #[test]
+        fn classify_marks_exactly_the_quotes_around_block_edges(
+            unit in proptest::collection::vec(
+                prop_oneof![40 => 0x20u8..0x80, 4 => Just(b'"'), 1 => 0u8..0x20, 1 => any::<u8>()],
+                1..8,
+            ),
+            edge in prop_oneof![Just(16usize), Just(32), Just(64), Just(BLOCK_WORDS * WORD_BYTES)],
+            offset in -3isize..=3,
+        ) {
+            // Lengths just short of, at and just past each block and word
+            // size, where the tail handling changes.
+            let len = edge.saturating_add_signed(offset);
+            let bytes: Vec<u8> = unit.iter().copied().cycle().take(len).collect();
+            for vector in Vector::available() {
+                classify_is_the_definition(&bytes, vector)?;
+            }
+        }
+
+        #[test]
+        fn key_words_name_exactly_their_key(
+            before in "[a-z\",:{]{0,10}",
+            name in prop_oneof![
+                proptest::sample::select(vec![
+                    "txn_id", "merchant_id", "amount", "currency", "channel", "settled_at",
+                ]).prop_map(str::to_string),
+                "[a-z_]{0,12}",
+                "(txn_id|merchant_id|amount|currency|channel|settled_at)[a-z_]{0,2}",
+            ],
+            after in "[a-z\",:}]{0,10}",
+        ) {
+            let record = format!("{before}{name}{after}");
+            let (start, end) = (before.len(), before.len() + name.len());
+            for expected in &USUAL_ORDER {
+                let named = expected.names(record.as_bytes(), start, end);
+                let is_it = Key::of(name.as_bytes()) == expected.key;
+                if named {
+                    prop_assert!(is_it, "{:?}", record);
                 }
-                // At every string's start (just past an odd-numbered
-                // quote), the bitmap finds what the search finds.
-                let mut opening = true;
-                for (i, &b) in bytes.iter().enumerate() {
-                    if b != b'"' {
-                        continue;
-                    }
-                    if opening {
-                        prop_assert_eq!(
-                            blocks.string_end(&bytes, i + 1),
-                            Search.string_end(&bytes, i + 1),
-                            "from {}", i + 1
-                        );
-                    }
-                    opening = !opening;
+                // Given room for its loads, the check finds every match.
+                if is_it && start + 8 <= record.len() {
+                    prop_assert!(named, "{:?}", record);
                 }
             }
         }

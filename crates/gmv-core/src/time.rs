@@ -4,9 +4,13 @@
 //! The hot path parses the common shape (`YYYY-MM-DDTHH:MM:SS[.fff]±HH:MM` or
 //! `Z`) by hand; anything it declines goes to chrono's RFC 3339 parser, so the
 //! accepted language is exactly RFC 3339 and the fast path is only a shortcut
-//! (a property test checks they agree).
+//! (a property test checks they agree). Each thread remembers the last
+//! valid date it read and its day number, since consecutive events nearly
+//! always share it.
 
+use crate::swar::{all_digits, byte, pair_values};
 use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone};
+use std::cell::Cell;
 
 /// Milliseconds since the Unix epoch.
 pub type EpochMillis = i64;
@@ -45,6 +49,7 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 /// Days from 1970-01-01 to the given civil date of a four-digit year (Howard
 /// Hinnant's algorithm). Counting years from 1 BCE keeps every intermediate
 /// non-negative, so the divisions are plain unsigned ones.
+#[inline(always)]
 fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
     // Years from March of year 0 (so the leap day ends a year): -1..=9999
     // becomes 399..=10399 after shifting by one 400-year era.
@@ -57,33 +62,12 @@ fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
     days as i64 - 865_565
 }
 
-/// Whether every byte of `word` selected by `mask` (whole bytes of 0xff)
-/// is an ASCII digit: a high nibble of 3 and a low nibble below 10 (adding
-/// 6 to a nibble carries out of it exactly when it is 10 or more). No step
-/// carries or borrows across bytes, so each byte is judged on its own.
-#[inline]
-fn all_digits(word: u64, mask: u64) -> bool {
-    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
-    const LOW: u64 = 0x0f0f_0f0f_0f0f_0f0f;
-    let high_not_3 = (word & HIGH) ^ 0x3030_3030_3030_3030;
-    let low_over_9 = ((word & LOW) + 0x0606_0606_0606_0606) & HIGH;
-    (high_not_3 | low_over_9) & mask == 0
-}
-
-/// Byte `k` of the result is `10 * digit(k) + digit(k + 1)`: the two-digit
-/// number starting at byte `k` of `word`, for every `k` below 7, once
-/// [`all_digits`] has vouched for those bytes. (At most 99 per byte, so no
-/// byte overflows into the next.)
-#[inline]
-fn pair_values(word: u64) -> u64 {
-    let digits = word & 0x0f0f_0f0f_0f0f_0f0f;
-    digits * 10 + (digits >> 8)
-}
-
-/// Byte `k` of `word`.
-#[inline]
-fn byte(word: u64, k: u32) -> u32 {
-    (word >> (8 * k)) as u32 & 0xff
+thread_local! {
+    /// The date this thread parsed last: its `YYYY-MM-` word and `DD` bytes,
+    /// and its day number. Events come roughly in time order, so nearly
+    /// every one falls on the previous one's date, which is then neither
+    /// checked nor converted again. (All zero at first: no valid date.)
+    static LAST_DATE: Cell<(u64, u16, i64)> = const { Cell::new((0, 0, 0)) };
 }
 
 fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
@@ -93,37 +77,97 @@ fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
     // read, a few instructions for all of them.
     let head: &[u8; 20] = b.first_chunk()?;
     let date = u64::from_le_bytes(*head.first_chunk::<8>()?);
+    let day = u16::from_le_bytes([head[8], head[9]]);
     let clock = u64::from_le_bytes(*head[11..].first_chunk::<8>()?);
-    const DATE_DIGITS: u64 = 0x00ff_ff00_ffff_ffff;
-    const DATE_DASHES: u64 = 0xff00_00ff_0000_0000;
     const CLOCK_DIGITS: u64 = 0xffff_00ff_ff00_ffff;
     const CLOCK_COLONS: u64 = 0x0000_ff00_00ff_0000;
-    if date & DATE_DASHES != 0x2d00_002d_0000_0000
-        || clock & CLOCK_COLONS != 0x0000_3a00_003a_0000
-        || !all_digits(date, DATE_DIGITS)
+    if clock & CLOCK_COLONS != 0x0000_3a00_003a_0000
         || !all_digits(clock, CLOCK_DIGITS)
         || !matches!(head[10], b'T' | b't')
     {
         return None;
     }
-    let date = pair_values(date);
     let clock = pair_values(clock);
-    let year = byte(date, 0) * 100 + byte(date, 2);
-    let month = byte(date, 5);
-    let day = two_digits(b, 8)?;
     let hour = byte(clock, 0);
     let minute = byte(clock, 3);
     let second = byte(clock, 6);
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let days = match LAST_DATE.get() {
+        (last, last_day, days) if (last, last_day) == (date, day) => days,
+        _ => {
+            let days = day_number(date, head)?;
+            LAST_DATE.set((date, day, days));
+            days
+        }
+    };
+    let (millis, offset_minutes) = match usual_tail(&b[19..]) {
+        Some(usual) => usual,
+        None => tail(&b[19..])?,
+    };
+    let seconds =
+        days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
+    Some(seconds * 1000 + i64::from(millis))
+}
+
+/// The day number (days since 1970-01-01) of the date `head` starts with,
+/// `date` being its first eight bytes; `None` unless it is a valid
+/// `YYYY-MM-DD`.
+fn day_number(date: u64, head: &[u8; 20]) -> Option<i64> {
+    const DATE_DIGITS: u64 = 0x00ff_ff00_ffff_ffff;
+    const DATE_DASHES: u64 = 0xff00_00ff_0000_0000;
+    if date & DATE_DASHES != 0x2d00_002d_0000_0000 || !all_digits(date, DATE_DIGITS) {
+        return None;
+    }
+    let date = pair_values(date);
+    let year = byte(date, 0) * 100 + byte(date, 2);
+    let month = byte(date, 5);
+    let day = two_digits(head, 8)?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
+}
+
+/// The usual `.fff±HH:MM` after the seconds (`.340+08:00`), checked and
+/// read as one word plus a byte: the general [`tail`] counts the fraction's
+/// digits in a loop. `None` for anything else, which [`tail`] then reads.
+#[inline(always)]
+fn usual_tail(rest: &[u8]) -> Option<(u32, i64)> {
+    let rest: &[u8; 10] = rest.try_into().ok()?;
+    // `ff±HH:MM`: the fraction's last two digits, the sign and the offset.
+    let word = u64::from_le_bytes(*rest.last_chunk()?);
+    const DIGITS: u64 = 0xffff_00ff_ff00_ffff;
+    const COLON: u64 = 0x0000_ff00_0000_0000;
+    let tenths = u32::from(rest[1].wrapping_sub(b'0'));
+    let sign = byte(word, 2);
+    if rest[0] != b'.'
+        || tenths > 9
+        || !all_digits(word, DIGITS)
+        || word & COLON != 0x0000_3a00_0000_0000
+        || !(sign == u32::from(b'+') || sign == u32::from(b'-'))
     {
         return None;
     }
-    let mut rest = &b[19..];
+    let pairs = pair_values(word);
+    let (oh, om) = (byte(pairs, 3), byte(pairs, 6));
+    if oh > 23 || om > 59 {
+        return None;
+    }
+    let minutes = i64::from(oh * 60 + om);
+    let offset = if sign == u32::from(b'-') {
+        -minutes
+    } else {
+        minutes
+    };
+    Some((tenths * 100 + byte(pairs, 0), offset))
+}
+
+/// Milliseconds and offset (in minutes) from what follows the seconds: an
+/// optional fraction of any length, then `Z` or `±HH:MM`.
+#[inline(never)]
+fn tail(mut rest: &[u8]) -> Option<(u32, i64)> {
     let mut millis = 0u32;
     if rest.first() == Some(&b'.') {
         let frac_len = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
@@ -153,10 +197,7 @@ fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
-    let seconds =
-        days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
-    Some(seconds * 1000 + i64::from(millis))
+    Some((millis, offset_minutes))
 }
 
 /// The festival window: events with `start <= settled_at < end` count.
@@ -369,6 +410,70 @@ mod tests {
                 .map(|t| t.timestamp_millis());
             if let Some(fast) = parse_fast(&bytes) {
                 prop_assert_eq!(Some(fast), chrono, "{:?}", String::from_utf8_lossy(&bytes));
+            }
+        }
+
+        #[test]
+        fn usual_tail_reads_as_the_general_one(
+            millis in 0u32..1000,
+            offset in "[+-][0-9]{2}:[0-9]{2}",
+            damage in proptest::collection::vec(
+                (any::<proptest::sample::Index>(), proptest::sample::select(
+                    b"0123456789:+-.Zz /\x00\x7f\x80\xff".to_vec(),
+                )),
+                0..3,
+            ),
+            cut in 0usize..12,
+        ) {
+            // The usual shape, any offset (in range or not), then damaged or
+            // cut short (or lengthened) so that the shortcut also declines.
+            let mut rest = format!(".{millis:03}{offset}").into_bytes();
+            for (at, b) in damage {
+                let at = at.index(rest.len());
+                rest[at] = b;
+            }
+            rest.resize(cut.max(8), b'0');
+            let usual = usual_tail(&rest);
+            if usual.is_some() {
+                prop_assert_eq!(usual, tail(&rest), "{:?}", String::from_utf8_lossy(&rest));
+            }
+            let digits = |r: std::ops::Range<usize>| rest[r].iter().all(u8::is_ascii_digit);
+            let shaped = rest.len() == 10
+                && rest[0] == b'.'
+                && digits(1..4)
+                && matches!(rest[4], b'+' | b'-')
+                && digits(5..7)
+                && rest[7] == b':'
+                && digits(8..10)
+                && two_digits(&rest, 5).is_some_and(|h| h <= 23)
+                && two_digits(&rest, 8).is_some_and(|m| m <= 59);
+            prop_assert_eq!(usual.is_some(), shaped, "{:?}", String::from_utf8_lossy(&rest));
+        }
+
+        #[test]
+        fn remembered_dates_give_what_chrono_gives(
+            texts in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "2017-11-11", "2017-11-11", "2017-11-12", "2016-02-29",
+                        "2017-02-29", "2017-11-1x", "2017-11-00",
+                    ]),
+                    0u32..24,
+                    0u32..60,
+                    proptest::sample::select(vec![".340+08:00", "Z", ".5-05:30", "+08:00x"]),
+                ),
+                1..20,
+            ),
+        ) {
+            // Runs of one date (remembered after the first), invalid dates
+            // that share a valid one's prefix, and dates that come back.
+            for (date, hour, minute, tail) in texts {
+                let text = format!("{date}T{hour:02}:{minute:02}:07{tail}");
+                prop_assert_eq!(
+                    parse_rfc3339_millis(&text),
+                    DateTime::parse_from_rfc3339(&text).ok().map(|t| t.timestamp_millis()),
+                    "{}", text
+                );
             }
         }
 
