@@ -66,8 +66,9 @@ thread_local! {
     /// The date this thread parsed last: its `YYYY-MM-` word and `DD` bytes,
     /// and its day number. Events come roughly in time order, so nearly
     /// every one falls on the previous one's date, which is then neither
-    /// checked nor converted again. (All zero at first: no valid date.)
-    static LAST_DATE: Cell<(u64, u16, i64)> = const { Cell::new((0, 0, 0)) };
+    /// checked nor converted again. It starts as 0xff bytes, which no text
+    /// holds (they are never UTF-8); all zero would match ten NUL bytes.
+    static LAST_DATE: Cell<(u64, u16, i64)> = const { Cell::new((u64::MAX, u16::MAX, 0)) };
 }
 
 fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
@@ -312,6 +313,17 @@ mod tests {
         let b = parse_rfc3339_millis("2017-11-11T00:05:12.3409999+08:00").unwrap();
         assert_eq!(a, b);
         assert_eq!(a % 1000, 340);
+    }
+
+    #[test]
+    fn a_fresh_thread_remembers_no_date() {
+        // Ten NUL bytes (a JSON `\u0000` escape decodes to one) read as the
+        // date word and day a thread starts with; they are not a date.
+        std::thread::spawn(|| {
+            assert_eq!(parse_rfc3339_millis("\0\0\0\0\0\0\0\0\0\0T00:00:07Z"), None);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
