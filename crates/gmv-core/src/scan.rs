@@ -537,7 +537,10 @@ impl Blocks<'_> {
         if unusual && (payload.iter().any(|&b| is_odd(b)) || control_in_string(payload)) {
             return None;
         }
-        Some(Ascii::new(payload))
+        // SAFETY: every byte of 0x80 or above sets its block's `unusual`
+        // mask, and a record with any set bit there gets here only after
+        // the bytewise `is_odd` check found none.
+        Some(unsafe { Ascii::new(payload) })
     }
 }
 
@@ -668,15 +671,14 @@ impl StringEnds for Blocks<'_> {
 struct Ascii<'a>(&'a str);
 
 impl<'a> Ascii<'a> {
-    /// `bytes` as text, once [`Blocks::classify`] has seen that every byte
-    /// is below 0x80.
+    /// `bytes` as text.
+    ///
+    /// # Safety
+    /// Every byte of `bytes` is below 0x80 (as [`Blocks::classify`] finds).
     #[inline(always)]
-    fn new(bytes: &'a [u8]) -> Self {
+    unsafe fn new(bytes: &'a [u8]) -> Self {
         debug_assert!(bytes.is_ascii());
-        // SAFETY: only called on a record with no byte of 0x80 or above
-        // (every such byte sets its block's `unusual` mask, and a record
-        // with any set bit there is only taken after a bytewise `is_odd`
-        // check), and ASCII is valid UTF-8.
+        // SAFETY: ASCII is valid UTF-8, and the caller vouches for it.
         Self(unsafe { std::str::from_utf8_unchecked(bytes) })
     }
 
