@@ -785,7 +785,10 @@ mod avx2 {
     }
 
     /// [`super::mark_quotes_16`] in 32-byte blocks: the same bits set in
-    /// `quotes`, and the same answer.
+    /// `quotes`, and the same answer. A copy of it rather than one generic
+    /// loop: the block masks must be computed inside this `target_feature`
+    /// function for their intrinsics to inline, which a closure or trait
+    /// method passed into a shared loop would not be.
     ///
     /// # Safety
     /// The CPU must have AVX2.

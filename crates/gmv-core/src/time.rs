@@ -152,17 +152,18 @@ fn usual_tail(rest: &[u8]) -> Option<(u32, i64)> {
         return None;
     }
     let pairs = pair_values(word);
-    let (oh, om) = (byte(pairs, 3), byte(pairs, 6));
-    if oh > 23 || om > 59 {
+    let offset = offset_minutes(sign == u32::from(b'-'), byte(pairs, 3), byte(pairs, 6))?;
+    Some((tenths * 100 + byte(pairs, 0), offset))
+}
+
+/// A `±HH:MM` offset in minutes; `None` past 23 hours or 59 minutes.
+#[inline(always)]
+fn offset_minutes(negative: bool, hours: u32, minutes: u32) -> Option<i64> {
+    if hours > 23 || minutes > 59 {
         return None;
     }
-    let minutes = i64::from(oh * 60 + om);
-    let offset = if sign == u32::from(b'-') {
-        -minutes
-    } else {
-        minutes
-    };
-    Some((tenths * 100 + byte(pairs, 0), offset))
+    let total = i64::from(hours * 60 + minutes);
+    Some(if negative { -total } else { total })
 }
 
 /// Milliseconds and offset (in minutes) from what follows the seconds: an
@@ -184,17 +185,7 @@ fn tail(mut rest: &[u8]) -> Option<(u32, i64)> {
     let offset_minutes: i64 = match rest {
         [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let oh = i64::from(two_digits(rest, 1)?);
-            let om = i64::from(two_digits(rest, 4)?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let minutes = oh * 60 + om;
-            if *sign == b'-' {
-                -minutes
-            } else {
-                minutes
-            }
+            offset_minutes(*sign == b'-', two_digits(rest, 1)?, two_digits(rest, 4)?)?
         }
         _ => return None,
     };
