@@ -11,6 +11,7 @@ use crate::dedup::{DedupSet, Verdict};
 use crate::event::Event;
 use crate::money::{self, format_fen};
 use crate::output::*;
+use crate::prefetch::ReadAhead;
 use crate::reject::{Reason, RejectCounters, RejectCounts, Rejection};
 use crate::state::{self, Checkpoint, DedupPart, EngineState, StateError};
 use crate::time::EpochMillis;
@@ -375,9 +376,10 @@ impl Worker<'_> {
 
     /// Processes records in order, exactly as [`Self::process`] would one by
     /// one, handing each refused record's item, payload and rejection to
-    /// `refused` in input order. Faster: each record is decoded
-    /// [`LOOKAHEAD`] records before it is counted, and the memory its count
-    /// will probe is prefetched meanwhile.
+    /// `refused` in input order. Faster: each record's bytes are prefetched
+    /// [`READ_AHEAD`](crate::prefetch::READ_AHEAD) records before it is
+    /// decoded, and it is decoded [`LOOKAHEAD`] records before it is
+    /// counted, with the memory its count will probe prefetched meanwhile.
     pub fn process_each<'p, T>(
         &mut self,
         records: impl IntoIterator<Item = (T, &'p [u8])>,
@@ -385,7 +387,7 @@ impl Worker<'_> {
     ) {
         let mut ring: [Option<Staged<'p, T>>; LOOKAHEAD] = std::array::from_fn(|_| None);
         let mut next = 0;
-        for (item, payload) in records {
+        for (item, payload) in ReadAhead::new(records.into_iter()) {
             let slot = next % LOOKAHEAD;
             if let Some(staged) = ring[slot].take() {
                 self.finish(staged, &mut refused);
