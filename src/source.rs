@@ -100,10 +100,12 @@ pub trait Source: Send {
     fn fill(&mut self, batch: &mut Batch) -> io::Result<bool>;
 }
 
-/// Newline-delimited records from a reader. A trailing `\r` is kept here and
-/// stripped by the worker; a record longer than `hold_limit` keeps only its
-/// first `hold_limit` bytes (it is oversize and rejected anyway) so one
-/// endless line cannot exhaust memory.
+/// Newline-delimited records from a reader. A trailing `\r` is stripped and
+/// blank lines are skipped here, while the line is still in cache: the
+/// worker then reaches each record's bytes only through the engine, which
+/// prefetches them a few records ahead. A record longer than `hold_limit`
+/// keeps only its first `hold_limit` bytes (it is oversize and rejected
+/// anyway) so one endless line cannot exhaust memory.
 pub struct LineSource {
     name: String,
     reader: BufReader<Box<dyn Read + Send>>,
@@ -159,21 +161,35 @@ impl Source for LineSource {
 
     fn fill(&mut self, batch: &mut Batch) -> io::Result<bool> {
         while !batch.is_full() {
+            let start = batch.data.len();
             let Some(length) = self.read_line(&mut batch.data)? else {
                 return Ok(false);
             };
             if batch.started.is_none() {
                 batch.started = Some(Instant::now());
             }
+            let position = self.next_position;
+            self.next_position += 1;
+            if batch.data[start..].ends_with(b"\r") {
+                batch.data.pop();
+            }
+            if is_blank(&batch.data[start..]) {
+                batch.data.truncate(start);
+                continue;
+            }
             if length > self.hold_limit as u64 {
                 batch.truncated.push((batch.ends.len(), length));
             }
             batch.ends.push(batch.data.len());
-            batch.positions.push(self.next_position);
-            self.next_position += 1;
+            batch.positions.push(position);
         }
         Ok(true)
     }
+}
+
+/// Blank lines (only whitespace) separate nothing and are not records.
+fn is_blank(line: &[u8]) -> bool {
+    line.first().is_none_or(u8::is_ascii_whitespace) && line.iter().all(u8::is_ascii_whitespace)
 }
 
 /// The synthetic stream, as fast as possible or paced at `rate` records/s.
@@ -250,9 +266,36 @@ mod tests {
     fn lines_split_on_newlines_with_or_without_a_final_one() {
         let got = lines(b"a\n\nbc\r\nd", 100);
         let records: Vec<&[u8]> = got.iter().map(|(r, _)| r.as_slice()).collect();
-        assert_eq!(records, [&b"a"[..], b"", b"bc\r", b"d"]);
+        assert_eq!(records, [&b"a"[..], b"bc", b"d"]);
         assert_eq!(lines(b"a\n", 100).len(), 1);
         assert!(lines(b"", 100).is_empty());
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_but_keep_their_line_numbers() {
+        let mut source = LineSource::new("t", Box::new(&b"x\n \t\r\n\r\ny\r\n \n"[..]), 100);
+        let mut batch = Batch::with_capacity();
+        assert!(!source.fill(&mut batch).unwrap());
+        let records: Vec<(u64, &[u8])> = batch.records().collect();
+        assert_eq!(records, [(1, &b"x"[..]), (4, b"y")]);
+    }
+
+    #[test]
+    fn a_blank_line_past_the_hold_limit_is_skipped_with_its_truncation() {
+        let mut source = LineSource::new("t", Box::new(&b"      \nok\n"[..]), 4);
+        let mut batch = Batch::with_capacity();
+        assert!(!source.fill(&mut batch).unwrap());
+        let records: Vec<(u64, &[u8])> = batch.records().collect();
+        assert_eq!(records, [(2, &b"ok"[..])]);
+        assert_eq!(batch.truncated_length(0), None);
+    }
+
+    #[test]
+    fn blank_means_only_whitespace() {
+        assert!(is_blank(b""));
+        assert!(is_blank(b" \t"));
+        assert!(!is_blank(b" x"));
+        assert!(!is_blank(b"{}"));
     }
 
     #[test]
