@@ -271,20 +271,24 @@ mod tests {
         assert!(lines(b"", 100).is_empty());
     }
 
-    #[test]
-    fn blank_lines_are_skipped_but_keep_their_line_numbers() {
-        let mut source = LineSource::new("t", Box::new(&b"x\n \t\r\n\r\ny\r\n \n"[..]), 100);
+    /// The one batch a short input fills (it must end within it).
+    fn only_batch(input: &'static [u8], hold_limit: usize) -> Batch {
+        let mut source = LineSource::new("t", Box::new(input), hold_limit);
         let mut batch = Batch::with_capacity();
         assert!(!source.fill(&mut batch).unwrap());
+        batch
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_but_keep_their_line_numbers() {
+        let batch = only_batch(b"x\n \t\r\n\r\ny\r\n \n", 100);
         let records: Vec<(u64, &[u8])> = batch.records().collect();
         assert_eq!(records, [(1, &b"x"[..]), (4, b"y")]);
     }
 
     #[test]
     fn a_blank_line_past_the_hold_limit_is_skipped_with_its_truncation() {
-        let mut source = LineSource::new("t", Box::new(&b"      \nok\n"[..]), 4);
-        let mut batch = Batch::with_capacity();
-        assert!(!source.fill(&mut batch).unwrap());
+        let batch = only_batch(b"      \nok\n", 4);
         let records: Vec<(u64, &[u8])> = batch.records().collect();
         assert_eq!(records, [(2, &b"ok"[..])]);
         assert_eq!(batch.truncated_length(0), None);
