@@ -499,6 +499,9 @@ const WORD_BYTES: usize = 64;
 /// beyond the contract's usual ~150–300) take the block path.
 const BLOCK_WORDS: usize = 8;
 
+/// The longest record the block path reads.
+pub(crate) const BLOCK_RECORD_BYTES: usize = BLOCK_WORDS * WORD_BYTES;
+
 /// Where the quotes are in a record fit for the block path (all ASCII, no
 /// backslash, no control byte inside a string), found in 16- or 32-byte
 /// blocks.
@@ -522,7 +525,7 @@ impl Blocks<'_> {
         quotes: &mut [u64; BLOCK_WORDS],
         vector: Vector,
     ) -> Option<Ascii<'a>> {
-        if payload.len() > BLOCK_WORDS * WORD_BYTES {
+        if payload.len() > BLOCK_RECORD_BYTES {
             return None;
         }
         let unusual = match vector {
@@ -583,7 +586,7 @@ impl Vector {
     }
 }
 
-/// Marks the quotes of a record of at most `BLOCK_WORDS * WORD_BYTES` bytes
+/// Marks the quotes of a record of at most [`BLOCK_RECORD_BYTES`] bytes
 /// in 16-byte blocks; whether any byte is in the `unusual` class.
 #[inline(always)]
 fn mark_quotes_16(payload: &[u8], quotes: &mut [u64; BLOCK_WORDS]) -> bool {
@@ -749,7 +752,7 @@ fn block_masks(block: &[u8; 16]) -> BlockMasks {
 /// The block scan in 32-byte blocks, for CPUs with AVX2 ([`Vector::Avx2`]).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{BLOCK_WORDS, WORD_BYTES};
+    use super::{BLOCK_RECORD_BYTES, BLOCK_WORDS};
     use std::arch::x86_64::{
         __m256i, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
         _mm256_or_si256, _mm256_set1_epi8,
@@ -794,7 +797,7 @@ mod avx2 {
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn mark_quotes_32(payload: &[u8], quotes: &mut [u64; BLOCK_WORDS]) -> bool {
-        debug_assert!(payload.len() <= BLOCK_WORDS * WORD_BYTES);
+        debug_assert!(payload.len() <= BLOCK_RECORD_BYTES);
         let mut word = 0u64;
         let mut unusual = 0u32;
         let mut chunks = payload.chunks_exact(32);
@@ -924,13 +927,13 @@ mod tests {
         let mut quotes = [0; BLOCK_WORDS];
         let text = Blocks::classify(bytes, &mut quotes, vector);
         let blocks = Blocks { quotes: &quotes };
-        let takes = bytes.len() <= BLOCK_WORDS * WORD_BYTES
+        let takes = bytes.len() <= BLOCK_RECORD_BYTES
             && !bytes.iter().any(|&b| odd(b))
             && !control_in_string(bytes);
         prop_assert_eq!(text.is_some(), takes, "{:?}", vector);
         if let Some(text) = text {
             prop_assert_eq!(text.as_str().as_bytes(), bytes);
-            for i in 0..BLOCK_WORDS * WORD_BYTES {
+            for i in 0..BLOCK_RECORD_BYTES {
                 let marked = blocks.quotes[i / WORD_BYTES] >> (i % WORD_BYTES) & 1 == 1;
                 prop_assert_eq!(
                     marked,
@@ -999,7 +1002,7 @@ mod tests {
         fn classify_marks_exactly_the_quotes(
             bytes in proptest::collection::vec(
                 prop_oneof![40 => 0x20u8..0x80, 4 => Just(b'"'), 1 => 0u8..0x20, 1 => any::<u8>()],
-                0..BLOCK_WORDS * WORD_BYTES + 40,
+                0..BLOCK_RECORD_BYTES + 40,
             ),
         ) {
             for vector in Vector::available() {
@@ -1013,7 +1016,7 @@ mod tests {
                 prop_oneof![40 => 0x20u8..0x80, 4 => Just(b'"'), 1 => 0u8..0x20, 1 => any::<u8>()],
                 1..8,
             ),
-            edge in prop_oneof![Just(16usize), Just(32), Just(64), Just(BLOCK_WORDS * WORD_BYTES)],
+            edge in prop_oneof![Just(16usize), Just(32), Just(64), Just(BLOCK_RECORD_BYTES)],
             offset in -3isize..=3,
         ) {
             // Lengths just short of, at and just past each block and word
