@@ -590,21 +590,39 @@ impl Vector {
 /// in 16-byte blocks; whether any byte is in the `unusual` class.
 #[inline(always)]
 fn mark_quotes_16(payload: &[u8], quotes: &mut [u64; BLOCK_WORDS]) -> bool {
-    // Four blocks' quote masks are gathered in a register and stored
+    mark_quotes(payload, quotes, |block: &[u8; 16]| {
+        let masks = block_masks(block);
+        (u64::from(masks.quote), u64::from(masks.unusual))
+    })
+}
+
+/// The block scan's loop for one block width `W` (16 or 32), with `masks`
+/// giving a block's (quote, unusual) bits, bit `i` for byte `i`. Always
+/// inlined, so that in [`avx2::mark_quotes_32`] the AVX2 masks inline too
+/// (an intrinsic inlines only into code compiled with its feature).
+#[inline(always)]
+fn mark_quotes<const W: usize>(
+    payload: &[u8],
+    quotes: &mut [u64; BLOCK_WORDS],
+    masks: impl Fn(&[u8; W]) -> (u64, u64),
+) -> bool {
+    const { assert!(W == 16 || W == 32) };
+    let per_word = WORD_BYTES / W;
+    // A word's blocks' quote masks are gathered in a register and stored
     // once per word (or-ing each into memory cost a load and a store).
     let mut word = 0u64;
-    let mut unusual = 0u16;
-    let mut chunks = payload.chunks_exact(16);
+    let mut unusual = 0u64;
+    let mut chunks = payload.chunks_exact(W);
     let mut at = 0;
     for block in chunks.by_ref() {
         let Ok(block) = block.try_into() else {
             break;
         };
-        let masks = block_masks(block);
-        word |= u64::from(masks.quote) << (at % 4 * 16);
-        unusual |= masks.unusual;
-        if at % 4 == 3 {
-            if let Some(slot) = quotes.get_mut(at / 4) {
+        let (quote, odd) = masks(block);
+        word |= quote << (at % per_word * W);
+        unusual |= odd;
+        if at % per_word == per_word - 1 {
+            if let Some(slot) = quotes.get_mut(at / per_word) {
                 *slot = word;
             }
             word = 0;
@@ -613,30 +631,27 @@ fn mark_quotes_16(payload: &[u8], quotes: &mut [u64; BLOCK_WORDS]) -> bool {
     }
     let tail = chunks.remainder().len();
     if tail > 0 {
-        let masks = match payload.last_chunk::<16>() {
-            // The record's last 16 bytes, of which the first `16 - tail`
+        let (quote, odd) = match payload.last_chunk::<W>() {
+            // The record's last `W` bytes, of which the first `W - tail`
             // were in the previous block: shifted out. (Copying the tail
             // into a padded block instead costs a `memcpy` call.)
             Some(last) => {
-                let masks = block_masks(last);
-                BlockMasks {
-                    quote: masks.quote >> (16 - tail),
-                    unusual: masks.unusual >> (16 - tail),
-                }
+                let (quote, odd) = masks(last);
+                (quote >> (W - tail), odd >> (W - tail))
             }
             // A record shorter than one block (never a valid event).
             None => {
                 // Spaces are in no class, so nothing past the end is marked.
-                let mut last = [b' '; 16];
+                let mut last = [b' '; W];
                 last[..tail].copy_from_slice(payload);
-                block_masks(&last)
+                masks(&last)
             }
         };
-        word |= u64::from(masks.quote) << (at % 4 * 16);
-        unusual |= masks.unusual;
+        word |= quote << (at % per_word * W);
+        unusual |= odd;
     }
     // The last, partial word (nothing left over at exactly the limit).
-    if let Some(last) = quotes.get_mut(at / 4) {
+    if let Some(last) = quotes.get_mut(at / per_word) {
         *last |= word;
     }
     unusual != 0
@@ -788,65 +803,18 @@ mod avx2 {
     }
 
     /// [`super::mark_quotes_16`] in 32-byte blocks: the same bits set in
-    /// `quotes`, and the same answer. A copy of it rather than one generic
-    /// loop: the block masks must be computed inside this `target_feature`
-    /// function for their intrinsics to inline, which a closure or trait
-    /// method passed into a shared loop would not be.
+    /// `quotes`, and the same answer.
     ///
     /// # Safety
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn mark_quotes_32(payload: &[u8], quotes: &mut [u64; BLOCK_WORDS]) -> bool {
         debug_assert!(payload.len() <= BLOCK_RECORD_BYTES);
-        let mut word = 0u64;
-        let mut unusual = 0u32;
-        let mut chunks = payload.chunks_exact(32);
-        let mut at = 0;
-        for block in chunks.by_ref() {
-            let Ok(block) = block.try_into() else {
-                break;
-            };
+        super::mark_quotes(payload, quotes, |block: &[u8; 32]| {
             // SAFETY: this function's own precondition.
             let masks = unsafe { block_masks_32(block) };
-            word |= u64::from(masks.quote) << (at % 2 * 32);
-            unusual |= masks.unusual;
-            if at % 2 == 1 {
-                if let Some(slot) = quotes.get_mut(at / 2) {
-                    *slot = word;
-                }
-                word = 0;
-            }
-            at += 1;
-        }
-        let tail = chunks.remainder().len();
-        if tail > 0 {
-            let masks = match payload.last_chunk::<32>() {
-                // The record's last 32 bytes, the first `32 - tail` of them
-                // already seen: shifted out.
-                // SAFETY: this function's own precondition.
-                Some(last) => {
-                    let masks = unsafe { block_masks_32(last) };
-                    BlockMasks32 {
-                        quote: masks.quote >> (32 - tail),
-                        unusual: masks.unusual >> (32 - tail),
-                    }
-                }
-                // A record shorter than one block (never a valid event):
-                // padded with spaces, which are in no class.
-                None => {
-                    let mut last = [b' '; 32];
-                    last[..tail].copy_from_slice(payload);
-                    // SAFETY: this function's own precondition.
-                    unsafe { block_masks_32(&last) }
-                }
-            };
-            word |= u64::from(masks.quote) << (at % 2 * 32);
-            unusual |= masks.unusual;
-        }
-        if let Some(last) = quotes.get_mut(at / 2) {
-            *last |= word;
-        }
-        unusual != 0
+            (u64::from(masks.quote), u64::from(masks.unusual))
+        })
     }
 }
 
