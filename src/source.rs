@@ -189,7 +189,7 @@ impl Source for LineSource {
 
 /// Blank lines (only whitespace) separate nothing and are not records.
 fn is_blank(line: &[u8]) -> bool {
-    line.first().is_none_or(u8::is_ascii_whitespace) && line.iter().all(u8::is_ascii_whitespace)
+    line.iter().all(u8::is_ascii_whitespace)
 }
 
 /// The synthetic stream, as fast as possible or paced at `rate` records/s.
