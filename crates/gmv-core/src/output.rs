@@ -120,6 +120,13 @@ pub struct LatencyMs {
     pub count: u64,
 }
 
+impl LatencyMs {
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
 /// One minute of the series.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MinuteRecord {
@@ -196,6 +203,13 @@ pub struct DedupFigures {
     pub bytes: u64,
 }
 
+impl DedupFigures {
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.ids_held == 0 && self.bytes == 0
+    }
+}
+
 /// The final report of a run (`report.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -204,15 +218,18 @@ pub struct Report {
     /// The totals.
     #[serde(flatten)]
     pub figures: Figures,
-    /// Latency percentiles over the run.
-    #[serde(default)]
+    /// Latency percentiles over the run. A report is the day's figures, a
+    /// function of the input alone, so runs leave this empty (latency is in
+    /// the log and `/metrics`); reports of earlier versions may carry it.
+    #[serde(default, skip_serializing_if = "LatencyMs::is_empty")]
     pub latency_ms: LatencyMs,
-    /// Dedup set figures.
-    #[serde(default)]
+    /// Dedup set figures, in reports of earlier versions (a run's memory is
+    /// in its log and `/metrics`).
+    #[serde(default, skip_serializing_if = "DedupFigures::is_empty")]
     pub dedup: DedupFigures,
     /// Time series, so a report can be drawn after the run.
     pub series: Series,
-    /// Every threshold crossing, in the order announced.
+    /// Every threshold crossing, by event time (then merchant, then threshold).
     pub alerts: Vec<AlertRecord>,
     /// Every merchant with counted GMV, biggest first (ties by id).
     #[serde(default)]

@@ -1,35 +1,24 @@
-//! Engine state as plain data, for checkpoints and for merging partitions.
+//! A partition's state as plain data, durable as one unit: the checkpoint
+//! format every source uses, with a checksum.
 //!
-//! A Kafka source keeps one [`Engine`](crate::Engine) per partition and
-//! checkpoints it together with the partition's next offset. This module is
-//! the pure half of that: it reads an engine's state out ([`EngineState`],
-//! [`DedupState`], [`DedupJournal`]), encodes a [`Checkpoint`] into bytes with
-//! a checksum, decodes and verifies them, and rebuilds an engine. Files and
-//! topics are the I/O crates' business.
+//! A partition is checkpointed as a chain: a *base* (the whole state) and
+//! then *deltas*, each carrying only what changed since the link before it
+//! (merchants and hours whole, new crossings, the dedup ids first seen) and
+//! the counters and log position as they are at its end. Replaying a delta's
+//! ids through the dedup set's own insertion rule reproduces its generations
+//! exactly, because rotation depends only on each shard's sequence of new
+//! ids. Each delta names the checksum of the link it extends, so a chain
+//! mixing two writers' links is cut where they diverge.
 //!
-//! A checkpoint is either a *base* (the whole dedup set) or a *delta* (only the
-//! ids first seen since the previous checkpoint, in arrival order per shard).
-//! Both carry the full aggregate figures, which are small next to the dedup
-//! set. Replaying a delta's ids through the dedup set's own insertion rule
-//! reproduces its generations exactly, because rotation depends only on each
-//! shard's sequence of new ids.
+//! Files and topics are the I/O crates' business; this module encodes,
+//! decodes and verifies.
 
-use crate::aggregate::{AggregateState, Crossing, MerchantFigures, MinuteFigures};
+use crate::dedup::JournalEntry;
+use crate::partition::{Crossing, Hour, MerchantFigures, MinuteCell, MINUTES_PER_HOUR, SECONDS_PER_HOUR};
 use crate::reject::{Reason, RejectCounts};
 use crate::time::EpochMillis;
 use std::fmt;
 use xxhash_rust::xxh3::xxh3_64;
-
-/// The figures of an engine (everything but the dedup set).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EngineState {
-    /// Records read.
-    pub consumed: u64,
-    /// Rejections per reason.
-    pub rejected: RejectCounts,
-    /// The aggregator's contents.
-    pub aggregate: AggregateState,
-}
 
 /// One dedup shard: its two generations and when the current one began.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,31 +31,11 @@ pub struct DedupShardState {
     pub current_since: Option<EpochMillis>,
 }
 
-/// The whole dedup set, shard by shard.
+/// The whole dedup set of a partition, shard by shard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DedupState {
     /// Every shard, in shard order.
     pub shards: Vec<DedupShardState>,
-}
-
-/// Ids first seen since the journal was last taken: per shard, in arrival
-/// order, as (key, fingerprint, event time).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DedupJournal {
-    /// Every shard, in shard order.
-    pub shards: Vec<Vec<(u128, u64, EpochMillis)>>,
-}
-
-impl DedupJournal {
-    /// Ids in the journal.
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(Vec::len).sum()
-    }
-
-    /// Whether the journal holds no id.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// What a checkpoint carries of the dedup set.
@@ -74,8 +43,36 @@ impl DedupJournal {
 pub enum DedupPart {
     /// The whole set.
     Base(DedupState),
-    /// New ids since checkpoint `seq - 1`.
-    Delta(DedupJournal),
+    /// Ids first seen since the previous link, in arrival order.
+    Delta(Vec<JournalEntry>),
+}
+
+/// A link's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointKind {
+    /// The whole state.
+    Base,
+    /// What changed since the link before.
+    Delta,
+}
+
+impl CheckpointKind {
+    /// Its name in file names and record headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointKind::Base => "base",
+            CheckpointKind::Delta => "delta",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "base" => Some(CheckpointKind::Base),
+            "delta" => Some(CheckpointKind::Delta),
+            _ => None,
+        }
+    }
 }
 
 /// A partition's state at a point in its log, durable as one unit.
@@ -83,21 +80,30 @@ pub enum DedupPart {
 pub struct Checkpoint {
     /// Position in this partition's chain of checkpoints (1, 2, ...).
     pub seq: u64,
+    /// Base or delta.
+    pub kind: CheckpointKind,
     /// Hash of the settings that shape the state (window, thresholds, dedup
     /// bounds): state written under other settings must not be resumed.
     pub settings_hash: u64,
-    /// First offset this partition's state covers.
-    pub first_offset: i64,
-    /// The next offset to read: the state covers exactly the records before it.
-    pub next_offset: i64,
-    /// For a delta, the checksum of the link it extends: a chain whose links
-    /// do not name each other mixes two writers' states (a partition's old
-    /// owner that kept writing after the group moved the partition), and is
-    /// cut there. `None` for a base, and for deltas of format version 1.
+    /// For a delta, the checksum of the link it extends; `None` for a base.
     pub parent: Option<u64>,
-    /// The aggregate figures.
-    pub engine: EngineState,
-    /// The dedup set, whole or as a delta.
+    /// First log position the state covers (-1: none).
+    pub first_offset: i64,
+    /// The next position to read: the state covers exactly the records before it.
+    pub next_offset: i64,
+    /// Records read.
+    pub consumed: u64,
+    /// Rejections per reason.
+    pub rejected: RejectCounts,
+    /// Latest event time counted.
+    pub watermark: Option<EpochMillis>,
+    /// Merchants: all of them in a base, those changed in a delta.
+    pub merchants: Vec<MerchantFigures>,
+    /// Hours with sales: all in a base, those changed in a delta.
+    pub hours: Vec<(u32, Box<Hour>)>,
+    /// Crossings: all in a base, the new ones in a delta.
+    pub crossings: Vec<Crossing>,
+    /// The dedup set, whole or its new ids.
     pub dedup: DedupPart,
 }
 
@@ -106,12 +112,17 @@ pub struct Checkpoint {
 pub enum StateError {
     /// Not a checkpoint of this format.
     BadMagic,
-    /// Written by a format version this build cannot read.
+    /// Written by an earlier gmv-stream in a format this one does not resume.
+    OldFormat(u32),
+    /// Written by a format version newer than this build.
     UnsupportedVersion(u32),
     /// Shorter than its header says: a torn write.
     Truncated,
     /// The checksum does not match the contents.
     ChecksumMismatch,
+    /// Written under settings that shape state differently (window,
+    /// thresholds, dedup bounds).
+    SettingsChanged,
     /// The checksum matched but the contents do not parse (a bug or a
     /// different encoder).
     Invalid(&'static str),
@@ -121,9 +132,19 @@ impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StateError::BadMagic => f.write_str("not a gmv checkpoint (bad magic bytes)"),
-            StateError::UnsupportedVersion(v) => write!(f, "unsupported checkpoint version {v}"),
+            StateError::OldFormat(v) => write!(
+                f,
+                "written by an earlier gmv-stream in checkpoint format {v}, which this version \
+                 (format {VERSION}) does not resume"
+            ),
+            StateError::UnsupportedVersion(v) => {
+                write!(f, "checkpoint format {v} is newer than this gmv-stream (format {VERSION})")
+            }
             StateError::Truncated => f.write_str("truncated (shorter than its header says)"),
             StateError::ChecksumMismatch => f.write_str("checksum mismatch (corrupt contents)"),
+            StateError::SettingsChanged => f.write_str(
+                "written with different window, threshold or dedup settings",
+            ),
             StateError::Invalid(what) => write!(f, "invalid contents: {what}"),
         }
     }
@@ -132,8 +153,10 @@ impl fmt::Display for StateError {
 impl std::error::Error for StateError {}
 
 const MAGIC: &[u8; 8] = b"GMVCKPT\0";
-/// Version 2 added [`Checkpoint::parent`]; version 1 is still read.
-const VERSION: u32 = 2;
+/// Version 3: one partition format for every source, deltas carry only what
+/// changed. Versions 1 and 2 (one engine per Kafka partition, full figures
+/// in every link) are refused with [`StateError::OldFormat`].
+pub const VERSION: u32 = 3;
 /// magic, version, payload length, payload checksum.
 const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 
@@ -176,8 +199,10 @@ impl Checkpoint {
         }
         let mut header = Reader(&bytes[MAGIC.len()..HEADER_LEN]);
         let version = header.u32()?;
-        if !(1..=VERSION).contains(&version) {
-            return Err(StateError::UnsupportedVersion(version));
+        match version {
+            1 | 2 => return Err(StateError::OldFormat(version)),
+            VERSION => {}
+            _ => return Err(StateError::UnsupportedVersion(version)),
         }
         let payload_len = header.u64()?;
         let checksum = header.u64()?;
@@ -192,7 +217,7 @@ impl Checkpoint {
             return Err(StateError::ChecksumMismatch);
         }
         let mut r = Reader(payload);
-        let checkpoint = Self::read_payload(&mut r, version)?;
+        let checkpoint = Self::read_payload(&mut r)?;
         if !r.0.is_empty() {
             return Err(StateError::Invalid("payload longer than its fields"));
         }
@@ -208,15 +233,16 @@ impl Checkpoint {
                 .sum::<usize>(),
             DedupPart::Delta(j) => j.len(),
         };
-        let a = &self.engine.aggregate;
-        ids * 32 + a.merchants.len() * 48 + a.per_second.len() * 8 + 1024
+        ids * 32 + self.merchants.len() * 48 + self.hours.len() * HOUR_BYTES + 1024
     }
 
     fn write_payload(&self, w: &mut Writer) {
         w.u64(self.seq);
+        w.u32(match self.kind {
+            CheckpointKind::Base => 0,
+            CheckpointKind::Delta => 1,
+        });
         w.u64(self.settings_hash);
-        w.i64(self.first_offset);
-        w.i64(self.next_offset);
         match self.parent {
             None => w.u32(0),
             Some(parent) => {
@@ -224,38 +250,40 @@ impl Checkpoint {
                 w.u64(parent);
             }
         }
-        w.u64(self.engine.consumed);
+        w.i64(self.first_offset);
+        w.i64(self.next_offset);
+        w.u64(self.consumed);
         w.u32(Reason::ALL.len() as u32);
         for reason in Reason::ALL {
-            w.u64(self.engine.rejected.get(reason));
+            w.u64(self.rejected.get(reason));
         }
-        let e = &self.engine.aggregate;
-        w.i64(e.watermark.unwrap_or(i64::MIN));
-        w.len(e.merchants.len());
-        for m in &e.merchants {
+        w.i64(self.watermark.unwrap_or(i64::MIN));
+        w.len(self.merchants.len());
+        for m in &self.merchants {
             w.str(&m.merchant_id);
             w.u64(m.gmv);
             w.u64(m.mobile_gmv);
             w.u64(m.transactions);
         }
-        w.len(e.per_second.len());
-        for &(second, count) in &e.per_second {
-            w.u32(second);
-            w.u32(count);
+        w.len(self.hours.len());
+        for (hour, cells) in &self.hours {
+            w.u32(*hour);
+            for &count in &cells.seconds {
+                w.u32(count);
+            }
+            for minute in &cells.minutes {
+                w.u64(minute.gmv);
+                w.u64(minute.mobile_gmv);
+                w.u64(minute.transactions);
+            }
         }
-        w.len(e.per_minute.len());
-        for m in &e.per_minute {
-            w.u32(m.minute as u32);
-            w.u64(m.gmv);
-            w.u64(m.mobile_gmv);
-            w.u64(m.transactions);
-        }
-        w.len(e.crossings.len());
-        for c in &e.crossings {
+        w.len(self.crossings.len());
+        for c in &self.crossings {
             w.str(&c.merchant_id);
             w.u64(c.threshold);
             w.u64(c.gmv_at_crossing);
             w.i64(c.settled_at);
+            w.i64(c.position);
         }
         match &self.dedup {
             DedupPart::Base(state) => {
@@ -274,45 +302,41 @@ impl Checkpoint {
             }
             DedupPart::Delta(journal) => {
                 w.u32(1);
-                w.len(journal.shards.len());
-                for shard in &journal.shards {
-                    w.len(shard.len());
-                    for &(key, fingerprint, at) in shard {
-                        w.u128(key);
-                        w.u64(fingerprint);
-                        w.i64(at);
-                    }
+                w.len(journal.len());
+                for &(key, fingerprint, at) in journal {
+                    w.u128(key);
+                    w.u64(fingerprint);
+                    w.i64(at);
                 }
             }
         }
     }
 
-    fn read_payload(r: &mut Reader<'_>, version: u32) -> Result<Self, StateError> {
+    fn read_payload(r: &mut Reader<'_>) -> Result<Self, StateError> {
         let seq = r.u64()?;
+        let kind = match r.u32()? {
+            0 => CheckpointKind::Base,
+            1 => CheckpointKind::Delta,
+            _ => return Err(StateError::Invalid("unknown checkpoint kind")),
+        };
         let settings_hash = r.u64()?;
+        let parent = match r.u32()? {
+            0 => None,
+            1 => Some(r.u64()?),
+            _ => return Err(StateError::Invalid("unknown parent marker")),
+        };
         let first_offset = r.i64()?;
         let next_offset = r.i64()?;
-        let parent = match version {
-            1 => None,
-            _ => match r.u32()? {
-                0 => None,
-                1 => Some(r.u64()?),
-                _ => return Err(StateError::Invalid("unknown parent marker")),
-            },
-        };
         let consumed = r.u64()?;
-        let reasons = r.u32()? as usize;
-        if reasons != Reason::ALL.len() {
-            return Err(StateError::Invalid(
-                "rejection reasons differ from this build",
-            ));
+        if r.u32()? as usize != Reason::ALL.len() {
+            return Err(StateError::Invalid("rejection reasons differ from this build"));
         }
         let mut rejected = RejectCounts::default();
         for reason in Reason::ALL {
             rejected.set(reason, r.u64()?);
         }
         let watermark = Some(r.i64()?).filter(|&w| w != i64::MIN);
-        let merchants = r.list(40, |r| {
+        let merchants = r.list(28, |r| {
             Ok(MerchantFigures {
                 merchant_id: r.str()?,
                 gmv: r.u64()?,
@@ -320,21 +344,28 @@ impl Checkpoint {
                 transactions: r.u64()?,
             })
         })?;
-        let per_second = r.list(8, |r| Ok((r.u32()?, r.u32()?)))?;
-        let per_minute = r.list(28, |r| {
-            Ok(MinuteFigures {
-                minute: r.u32()? as usize,
-                gmv: r.u64()?,
-                mobile_gmv: r.u64()?,
-                transactions: r.u64()?,
-            })
+        let hours = r.list(HOUR_BYTES, |r| {
+            let hour = r.u32()?;
+            let mut cells = Hour::boxed();
+            for count in cells.seconds.iter_mut() {
+                *count = r.u32()?;
+            }
+            for minute in cells.minutes.iter_mut() {
+                *minute = MinuteCell {
+                    gmv: r.u64()?,
+                    mobile_gmv: r.u64()?,
+                    transactions: r.u64()?,
+                };
+            }
+            Ok((hour, cells))
         })?;
-        let crossings = r.list(40, |r| {
+        let crossings = r.list(36, |r| {
             Ok(Crossing {
                 merchant_id: r.str()?,
                 threshold: r.u64()?,
                 gmv_at_crossing: r.u64()?,
                 settled_at: r.i64()?,
+                position: r.i64()?,
             })
         })?;
         let dedup = match r.u32()? {
@@ -350,32 +381,37 @@ impl Checkpoint {
                     })
                 })?,
             }),
-            1 => DedupPart::Delta(DedupJournal {
-                shards: r.list(8, |r| r.list(32, |r| Ok((r.u128()?, r.u64()?, r.i64()?))))?,
-            }),
+            1 => DedupPart::Delta(r.list(32, |r| Ok((r.u128()?, r.u64()?, r.i64()?)))?),
             _ => return Err(StateError::Invalid("unknown dedup part")),
         };
+        let matches_kind = matches!(
+            (&dedup, kind, parent),
+            (DedupPart::Base(_), CheckpointKind::Base, None)
+                | (DedupPart::Delta(_), CheckpointKind::Delta, Some(_))
+        );
+        if !matches_kind {
+            return Err(StateError::Invalid("a base has the whole dedup set and no parent; a delta the new ids and a parent"));
+        }
         Ok(Self {
             seq,
+            kind,
             settings_hash,
+            parent,
             first_offset,
             next_offset,
-            parent,
-            engine: EngineState {
-                consumed,
-                rejected,
-                aggregate: AggregateState {
-                    merchants,
-                    per_second,
-                    per_minute,
-                    watermark,
-                    crossings,
-                },
-            },
+            consumed,
+            rejected,
+            watermark,
+            merchants,
+            hours,
+            crossings,
             dedup,
         })
     }
 }
+
+/// Encoded bytes of one hour: its index, the seconds, the minute cells.
+const HOUR_BYTES: usize = 4 + SECONDS_PER_HOUR * 4 + MINUTES_PER_HOUR * 24;
 
 /// Little-endian field writer.
 struct Writer(Vec<u8>);
@@ -443,7 +479,7 @@ impl Reader<'_> {
         mut item: impl FnMut(&mut Self) -> Result<T, StateError>,
     ) -> Result<Vec<T>, StateError> {
         let n = usize::try_from(self.u64()?).map_err(|_| StateError::Invalid("list length"))?;
-        if n.saturating_mul(min_item_bytes.min(8)) > self.0.len() {
+        if n.saturating_mul(min_item_bytes.max(1)) > self.0.len() {
             return Err(StateError::Invalid("list longer than the payload"));
         }
         let mut out = Vec::with_capacity(n);
@@ -454,13 +490,15 @@ impl Reader<'_> {
     }
 }
 
-/// A stable hash of the settings that shape checkpointed state.
-pub fn settings_hash(settings: &crate::Settings) -> u64 {
+/// A stable hash of the settings that shape a partition's checkpointed
+/// state: the window, the thresholds, and its dedup bounds
+/// (`dedup_max_ids` is the partition's share).
+pub fn settings_hash(settings: &crate::Settings, dedup_max_ids: usize) -> u64 {
     let mut text = format!(
         "window={}..{};dedup={}/{:?};",
         settings.window.start_millis(),
         settings.window.end_millis(),
-        settings.dedup_max_ids,
+        dedup_max_ids,
         settings.dedup_retention,
     );
     for threshold in &settings.thresholds {
@@ -474,17 +512,48 @@ mod tests {
     use super::*;
 
     fn checkpoint(seq: u64, parent: Option<u64>) -> Checkpoint {
+        let mut hour = Hour::boxed();
+        hour.seconds[7] = 3;
+        hour.minutes[0].gmv = 12;
         Checkpoint {
             seq,
+            kind: if parent.is_some() {
+                CheckpointKind::Delta
+            } else {
+                CheckpointKind::Base
+            },
             settings_hash: 7,
+            parent,
             first_offset: 0,
             next_offset: 42,
-            parent,
-            engine: EngineState::default(),
+            consumed: 42,
+            rejected: RejectCounts::default(),
+            watermark: Some(1_000),
+            merchants: vec![MerchantFigures {
+                merchant_id: "m-1".into(),
+                gmv: 12,
+                mobile_gmv: 10,
+                transactions: 3,
+            }],
+            hours: vec![(0, hour)],
+            crossings: vec![Crossing {
+                merchant_id: "m-1".into(),
+                threshold: 10,
+                gmv_at_crossing: 12,
+                settled_at: 1_000,
+                position: 41,
+            }],
             dedup: match parent {
                 None => DedupPart::Base(DedupState::default()),
-                Some(_) => DedupPart::Delta(DedupJournal::default()),
+                Some(_) => DedupPart::Delta(vec![(5, 6, 7)]),
             },
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_survives_the_round_trip() {
+        for link in [checkpoint(1, None), checkpoint(2, Some(99))] {
+            assert_eq!(Checkpoint::decode(&link.encode()), Ok(link));
         }
     }
 
@@ -502,24 +571,35 @@ mod tests {
     }
 
     #[test]
-    fn version_1_checkpoints_are_still_read_without_a_parent() {
-        // Version 1 is version 2 without the parent marker after next_offset.
-        let v2 = checkpoint(3, None).encode();
-        let marker_at = HEADER_LEN + 4 * 8;
-        assert_eq!(&v2[marker_at..marker_at + 4], &0u32.to_le_bytes());
-        let payload: Vec<u8> = [&v2[HEADER_LEN..marker_at], &v2[marker_at + 4..]].concat();
-        let mut v1 = MAGIC.to_vec();
-        v1.extend_from_slice(&1u32.to_le_bytes());
-        v1.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        v1.extend_from_slice(&xxh3_64(&payload).to_le_bytes());
-        v1.extend_from_slice(&payload);
-        assert_eq!(Checkpoint::decode(&v1), Ok(checkpoint(3, None)));
-
-        let mut v3 = v2.clone();
-        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+    fn damage_is_named() {
+        let bytes = checkpoint(1, None).encode();
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
         assert_eq!(
-            Checkpoint::decode(&v3),
-            Err(StateError::UnsupportedVersion(3))
+            Checkpoint::decode(&flipped),
+            Err(StateError::ChecksumMismatch)
+        );
+        assert_eq!(
+            Checkpoint::decode(&bytes[..bytes.len() - 3]),
+            Err(StateError::Truncated)
+        );
+        assert_eq!(Checkpoint::decode(b"{}"), Err(StateError::BadMagic));
+    }
+
+    #[test]
+    fn checkpoints_of_earlier_formats_are_refused_by_name() {
+        let mut old = checkpoint(1, None).encode();
+        for version in [1u32, 2] {
+            old[8..12].copy_from_slice(&version.to_le_bytes());
+            let error = Checkpoint::decode(&old).unwrap_err();
+            assert_eq!(error, StateError::OldFormat(version));
+            assert!(error.to_string().contains("earlier gmv-stream"), "{error}");
+        }
+        old[8..12].copy_from_slice(&4u32.to_le_bytes());
+        assert_eq!(
+            Checkpoint::decode(&old),
+            Err(StateError::UnsupportedVersion(4))
         );
     }
 }
