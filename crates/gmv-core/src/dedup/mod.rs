@@ -45,7 +45,7 @@ pub enum Verdict {
 pub const BYTES_PER_ID_AT_FULL_LOAD: usize = (std::mem::size_of::<Slot>() + 1) * 8 / 7;
 
 /// Shards of one partition's set.
-const SHARDS: usize = 16;
+const SHARDS: usize = 64;
 
 /// The most the id tables of a `DedupSet::new(max_ids, _)` can allocate: every
 /// shard's two generations at the bucket count a full generation needs.

@@ -163,9 +163,6 @@ pub struct Partition {
     watermark: EpochMillis,
     first_position: i64,
     next_position: i64,
-    /// Merchants changed since the last delta / checkpoint.
-    publish_changed: Vec<u32>,
-    checkpoint_changed: Vec<u32>,
     /// Crossings handed to a delta / a checkpoint so far.
     crossings_published: usize,
     crossings_checkpointed: usize,
@@ -175,10 +172,10 @@ pub struct Partition {
 
 impl Partition {
     /// An empty partition whose dedup set holds at most `dedup_max_ids` ids
-    /// (see [`dedup_share`]).
+    /// (see [`dedup_share`]). Its checkpoints are all bases until
+    /// [`Self::journaled`] is asked for.
     pub fn new(settings: Arc<Settings>, dedup_max_ids: usize) -> Self {
-        let mut dedup = DedupSet::new(dedup_max_ids, settings.dedup_retention);
-        dedup.enable_journal();
+        let dedup = DedupSet::new(dedup_max_ids, settings.dedup_retention);
         Self {
             series: Series::new(settings.window.seconds()),
             threshold_merchants: vec![0; settings.thresholds.len()],
@@ -192,13 +189,19 @@ impl Partition {
             watermark: i64::MIN,
             first_position: -1,
             next_position: -1,
-            publish_changed: Vec::new(),
-            checkpoint_changed: Vec::new(),
             crossings_published: 0,
             crossings_checkpointed: 0,
             consumed_at_delta: 0,
             settings,
         }
+    }
+
+    /// The same partition, recording each new redelivery id so that
+    /// checkpoints can be deltas (a source that checkpoints wants this; the
+    /// journal costs a 32-byte push per new id).
+    pub fn journaled(mut self) -> Self {
+        self.dedup.enable_journal();
+        self
     }
 
     /// The settings it counts under.
@@ -239,12 +242,12 @@ impl Partition {
         (self.dedup.len() as u64, self.dedup.allocated_bytes() as u64)
     }
 
-    /// Starts loading what counting a transaction with redelivery key `key`
-    /// will read first (see [`DedupSet::prefetch`]): call it a few records
-    /// ahead.
+    /// Starts loading what counting `txn` will read first (its dedup probe
+    /// and its merchant's slot): call it a few records ahead.
     #[inline]
-    pub fn prefetch(&self, key: u128) {
+    pub fn prefetch(&self, merchant_hash: u64, key: u128) {
         self.dedup.prefetch(key);
+        self.merchants.prefetch(merchant_hash);
     }
 
     /// Counts the record at `position` of the partition's log: a valid
@@ -285,18 +288,14 @@ impl Partition {
 
     #[inline]
     fn add(&mut self, position: i64, txn: &Txn<'_>) {
-        let at = self.merchants.position(txn.merchant_hash, txn.merchant_id);
+        let at = self.merchants.slot(txn.merchant_hash, txn.merchant_id);
         let merchant = self.merchants.at_mut(at);
         merchant.gmv += txn.fen;
         merchant.transactions += 1;
         if txn.mobile {
             merchant.mobile_gmv += txn.fen;
         }
-        if merchant.changed != PUBLISH | CHECKPOINT {
-            let marks = merchant.changed;
-            merchant.changed = PUBLISH | CHECKPOINT;
-            self.mark_changed(at, marks);
-        }
+        self.merchants.mark_changed(at);
         let merchant = self.merchants.at(at);
         let next = usize::from(merchant.next_threshold);
         if self
@@ -315,16 +314,6 @@ impl Partition {
         let second = (txn.settled_at - self.settings.window.start_millis()) / 1000;
         self.series.add(second as usize, txn.fen, txn.mobile);
         self.watermark = self.watermark.max(txn.settled_at);
-    }
-
-    #[cold]
-    fn mark_changed(&mut self, at: usize, marks: u8) {
-        if marks & PUBLISH == 0 {
-            self.publish_changed.push(at as u32);
-        }
-        if marks & CHECKPOINT == 0 {
-            self.checkpoint_changed.push(at as u32);
-        }
     }
 
     /// Records every threshold the merchant at `at` has now reached: the
@@ -375,7 +364,7 @@ impl Partition {
             }
             let decoded = decode(&self.settings, payload);
             if let Ok(d) = &decoded {
-                self.dedup.prefetch(d.key);
+                self.prefetch(d.merchant_hash, d.key);
             }
             ring[slot] = Some(Staged {
                 item,
@@ -392,6 +381,7 @@ impl Partition {
         }
     }
 
+    #[inline(always)]
     fn finish<'p, T>(&mut self, staged: Staged<'p, T>, refused: &mut impl FnMut(T, &'p [u8], Rejection)) {
         let txn = staged.decoded.as_ref().map(Decoded::txn).map_err(Clone::clone);
         if let Err(rejection) = self.count(staged.position, txn) {
@@ -401,13 +391,11 @@ impl Partition {
 
     /// What changed since the last delta (everything, for the first one).
     pub fn take_delta(&mut self) -> Delta {
-        let merchants = std::mem::take(&mut self.publish_changed)
+        let merchants = self
+            .merchants
+            .take_changed(PUBLISH)
             .into_iter()
-            .map(|at| {
-                let merchant = self.merchants.at_mut(at as usize);
-                merchant.changed &= !PUBLISH;
-                figures(merchant)
-            })
+            .map(figures)
             .collect();
         let crossings = self.crossings[self.crossings_published..].to_vec();
         self.crossings_published = self.crossings.len();
@@ -433,19 +421,22 @@ impl Partition {
     /// Whether anything was counted or refused, or restored, since the last
     /// delta.
     pub fn has_unpublished(&self) -> bool {
-        self.consumed != self.consumed_at_delta || !self.publish_changed.is_empty()
+        self.consumed != self.consumed_at_delta
     }
 
     /// A checkpoint numbered `seq`: a [base](CheckpointKind::Base) with the
     /// whole state if `parent` is `None`, else a delta with what changed
-    /// since the previous checkpoint, whose checksum `parent` is. Taken
-    /// between batches by the partition's owner.
+    /// since the previous checkpoint, whose checksum `parent` is (only for a
+    /// [journaled](Self::journaled) partition). Taken between batches by the
+    /// partition's owner.
     pub fn checkpoint(&mut self, seq: u64, parent: Option<u64>) -> Checkpoint {
         let journal = self.dedup.take_journal();
-        let checkpointed = std::mem::take(&mut self.checkpoint_changed);
-        for &at in &checkpointed {
-            self.merchants.at_mut(at as usize).changed &= !CHECKPOINT;
-        }
+        let checkpointed: Vec<MerchantFigures> = self
+            .merchants
+            .take_changed(CHECKPOINT)
+            .into_iter()
+            .map(figures)
+            .collect();
         let changed_hours = self.series.take_changed(CHECKPOINT);
         let (kind, merchants, hours, crossings, dedup) = match parent {
             None => (
@@ -457,10 +448,7 @@ impl Partition {
             ),
             Some(_) => (
                 CheckpointKind::Delta,
-                checkpointed
-                    .iter()
-                    .map(|&at| figures(self.merchants.at(at as usize)))
-                    .collect(),
+                checkpointed,
                 changed_hours,
                 self.crossings[self.crossings_checkpointed..].to_vec(),
                 DedupPart::Delta(journal),
@@ -499,7 +487,7 @@ impl Partition {
             return Err(StateError::Invalid("a chain starts with a base"));
         }
         let expected = state::settings_hash(&settings, dedup_max_ids);
-        let mut partition = Self::new(settings, dedup_max_ids);
+        let mut partition = Self::new(settings, dedup_max_ids).journaled();
         for link in chain {
             if link.settings_hash != expected {
                 return Err(StateError::SettingsChanged);
@@ -528,7 +516,7 @@ impl Partition {
             if m.mobile_gmv > m.gmv {
                 return Err(StateError::Invalid("a merchant's mobile GMV exceeds its GMV"));
             }
-            let at = self.merchants.position(merchant_hash(&m.merchant_id), &m.merchant_id);
+            let at = self.merchants.slot(merchant_hash(&m.merchant_id), &m.merchant_id);
             let merchant = self.merchants.at_mut(at);
             merchant.gmv = m.gmv;
             merchant.mobile_gmv = m.mobile_gmv;
@@ -554,20 +542,18 @@ impl Partition {
         let thresholds = &self.settings.thresholds;
         self.totals = Totals::default();
         self.threshold_merchants = vec![0; thresholds.len()];
-        self.publish_changed.clear();
-        for at in 0..self.merchants.len() {
-            let merchant = self.merchants.at_mut(at);
+        for merchant in self.merchants.iter_mut() {
             let reached = thresholds.iter().take_while(|&&t| merchant.gmv >= t).count();
             merchant.next_threshold = reached as u8;
-            merchant.changed = PUBLISH;
             self.totals.gmv += merchant.gmv;
             self.totals.mobile_gmv += merchant.mobile_gmv;
             self.totals.transactions += merchant.transactions;
             for count in &mut self.threshold_merchants[..reached] {
                 *count += 1;
             }
-            self.publish_changed.push(at as u32);
         }
+        self.merchants.mark_all_published();
+        self.consumed_at_delta = u64::MAX;
         self.series.mark_all();
         // Only publishing needs the hours again; the checkpoints hold them.
         let _ = self.series.take_changed(CHECKPOINT);

@@ -13,7 +13,7 @@ fn settings() -> Arc<Settings> {
 }
 
 fn partition() -> Partition {
-    Partition::new(settings(), 1 << 16)
+    Partition::new(settings(), 1 << 16).journaled()
 }
 
 /// Decodes and counts one record at `position`.

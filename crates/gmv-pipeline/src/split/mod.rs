@@ -283,7 +283,9 @@ impl Worker {
         for i in 0..part.records.len() {
             if let Some(ahead) = part.records.get(i + LOOKAHEAD) {
                 if let Ok(txn) = &ahead.verdict {
-                    self.partitions[self.slot(ahead.partition, owners)].0.prefetch(txn.key());
+                    self.partitions[self.slot(ahead.partition, owners)]
+                        .0
+                        .prefetch(txn.merchant_hash(), txn.key());
                 }
             }
             let record = &part.records[i];

@@ -40,6 +40,11 @@ impl RoutedTxn {
         self.key
     }
 
+    /// The merchant's hash.
+    pub(crate) fn merchant_hash(&self) -> u64 {
+        self.merchant_hash
+    }
+
     /// The transaction, its merchant id read from `chunk`'s bytes.
     pub(crate) fn txn<'c>(&'c self, chunk: &'c [u8]) -> Txn<'c> {
         let merchant_id = match &self.merchant {
