@@ -376,32 +376,31 @@ fn check_id(id: &str, detail: &'static str) -> Result<(), Rejection> {
 }
 
 /// The amount's minor units from its raw JSON text: a string's content or a
-/// number's literal text. Strings with escapes are refused (no decimal needs one).
+/// number's literal text. Both must be the contract's plain decimal (see
+/// [`money::parse_minor_units`]), so a JSON number with a sign or an
+/// exponent (`-1`, `1e3`) is an invalid amount, as is a string with an
+/// escape (no plain decimal needs one) or any other JSON value.
 #[inline(always)]
 fn amount_minor_units(raw: &str) -> Result<u64, AmountError> {
     // (Stripping the quotes as patterns, not slicing `raw[1..len - 1]`,
     // spares two char-boundary checks, an out-of-line call.)
-    let (text, quoted) = match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-        Some(inner) => (inner, true),
-        None => match raw.as_bytes() {
-            [b'-' | b'0'..=b'9', ..] => (raw, false),
-            _ => return Err(AmountError::NotANumber),
-        },
-    };
-    // Plain digits and a point hold no escape: the usual amount is read
-    // before (not after) the search for a backslash.
+    let text = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(raw);
+    // The usual amount is read inline; everything else, accepted or
+    // refused, is the general path's to judge.
     if let Some(units) = money::plain_minor_units(text) {
         return units;
-    }
-    if quoted && text.as_bytes().contains(&b'\\') {
-        return Err(AmountError::NotANumber);
     }
     money::parse_decimal(text)
 }
 
 fn amount_rejection(err: AmountError) -> Rejection {
     let detail = match err {
-        AmountError::NotANumber => "amount is not a decimal number or numeric string",
+        AmountError::NotANumber => {
+            "amount is not a plain decimal (digits, optionally a point and digits)"
+        }
         AmountError::NotPositive => "amount must be greater than zero",
         AmountError::TooPrecise => "amount has more than 2 decimal places",
         AmountError::TooLarge => "amount exceeds the per-transaction maximum",
@@ -551,6 +550,94 @@ mod tests {
                 ),
                 streaming(&channel),
                 "channel of {len} bytes"
+            );
+        }
+    }
+
+    /// Every reader's verdict on `record`: the fast path (each vector
+    /// width) and serde, which must agree, as the reason or the event.
+    fn every_reader(record: &[u8]) -> Result<Event<'_>, Reason> {
+        let serde = decoder().decode_with_serde(record);
+        for vector in scan::Vector::available() {
+            let d = Decoder {
+                vector,
+                ..decoder()
+            };
+            assert_eq!(d.decode(record), serde, "{vector:?}");
+        }
+        serde.map_err(|rejection| rejection.reason)
+    }
+
+    fn with_amount(raw: &str) -> String {
+        SAMPLE.replace(r#""1299.00""#, raw)
+    }
+
+    #[test]
+    fn underscores_in_amounts_are_invalid() {
+        for amount in ["1_000.00", "1__0", "1_", "1._5"] {
+            let record = with_amount(&format!("\"{amount}\""));
+            assert_eq!(
+                every_reader(record.as_bytes()),
+                Err(Reason::InvalidAmount),
+                "{amount}"
+            );
+        }
+    }
+
+    #[test]
+    fn amount_strings_are_plain_decimals_only() {
+        for amount in [
+            "-1.00",
+            "+1.00",
+            "1e3",
+            " 1.00",
+            "1.00 ",
+            ".5",
+            "5.",
+            "\u{2212}1",
+            "\\u0031",
+        ] {
+            let record = with_amount(&format!("\"{amount}\""));
+            assert_eq!(
+                every_reader(record.as_bytes()),
+                Err(Reason::InvalidAmount),
+                "{amount}"
+            );
+        }
+        let zeros = with_amount(r#""0012.50""#);
+        assert_eq!(
+            every_reader(zeros.as_bytes()).map(|e| e.amount_fen),
+            Ok(1250)
+        );
+        let trailing = with_amount(r#""12.500""#);
+        assert_eq!(
+            every_reader(trailing.as_bytes()).map(|e| e.amount_fen),
+            Ok(1250)
+        );
+    }
+
+    #[test]
+    fn json_number_amounts_with_a_sign_or_exponent_are_invalid() {
+        for amount in [
+            "-1", "-0", "-12.50", "1e3", "1E3", "1.5e2", "1e-2", "12.5E+1",
+        ] {
+            let record = with_amount(amount);
+            assert_eq!(
+                every_reader(record.as_bytes()),
+                Err(Reason::InvalidAmount),
+                "{amount}"
+            );
+        }
+        // A leading zero is not JSON at all.
+        assert_eq!(
+            every_reader(with_amount("012.50").as_bytes()),
+            Err(Reason::Malformed)
+        );
+        for (amount, fen) in [("12", 1200), ("0.29", 29), ("12.500", 1250)] {
+            let record = with_amount(amount);
+            assert_eq!(
+                every_reader(record.as_bytes()).map(|e| e.amount_fen),
+                Ok(fen)
             );
         }
     }
