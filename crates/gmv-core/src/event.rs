@@ -572,6 +572,10 @@ mod tests {
         SAMPLE.replace(r#""1299.00""#, raw)
     }
 
+    fn with_time(text: &str) -> String {
+        SAMPLE.replace("2017-11-11T00:05:12.340+08:00", text)
+    }
+
     #[test]
     fn underscores_in_amounts_are_invalid() {
         for amount in ["1_000.00", "1__0", "1_", "1._5"] {
@@ -640,6 +644,29 @@ mod tests {
                 Ok(fen)
             );
         }
+    }
+
+    #[test]
+    fn leap_second_timestamps_are_invalid() {
+        let record = with_time("2017-11-10T23:59:60+08:00");
+        assert_eq!(
+            every_reader(record.as_bytes()),
+            Err(Reason::InvalidTimestamp)
+        );
+    }
+
+    #[test]
+    fn non_ascii_offset_signs_are_invalid() {
+        let record = with_time("2017-11-11T00:05:12.340\u{2212}08:00");
+        assert_eq!(
+            every_reader(record.as_bytes()),
+            Err(Reason::InvalidTimestamp)
+        );
+        let escaped = with_time(r"2017-11-11T00:05:12.340\u221208:00");
+        assert_eq!(
+            every_reader(escaped.as_bytes()),
+            Err(Reason::InvalidTimestamp)
+        );
     }
 
     #[test]
