@@ -210,11 +210,19 @@ impl Decoder {
 
 /// The general path: `serde_json` reads the record.
 fn serde_fields(payload: &[u8]) -> Result<Fields<'_>, Rejection> {
+    // serde_json checks the UTF-8 of the strings it reads but not of those
+    // it skips (an unknown field's value), and the contract is UTF-8
+    // throughout: the whole record is checked here, then read as text
+    // (which spares serde_json its own per-string check).
+    let text = std::str::from_utf8(payload).map_err(|err| Rejection {
+        reason: Reason::Malformed,
+        detail: Cow::Owned(format!("record is not UTF-8: {err}")),
+    })?;
     // serde would also read a struct from a JSON array; the contract is an object.
-    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if text.bytes().find(|b| !b.is_ascii_whitespace()) != Some(b'{') {
         return Err(Rejection::new(Reason::Malformed, "expected a JSON object"));
     }
-    let wire: WireEvent<'_> = serde_json::from_slice(payload).map_err(|err| Rejection {
+    let wire: WireEvent<'_> = serde_json::from_str(text).map_err(|err| Rejection {
         reason: Reason::Malformed,
         detail: Cow::Owned(err.to_string()),
     })?;
@@ -667,6 +675,41 @@ mod tests {
             every_reader(escaped.as_bytes()),
             Err(Reason::InvalidTimestamp)
         );
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_unknown_field_is_malformed() {
+        for value in [
+            &b"\xff"[..],
+            b"\xc3",
+            b"\xed\xa0\x80",
+            b"\xc0\xaf",
+            b"caf\xe9",
+        ] {
+            let mut record = br#"{"note":""#.to_vec();
+            record.extend_from_slice(value);
+            record.extend_from_slice(b"\",");
+            record.extend_from_slice(&SAMPLE.as_bytes()[1..]);
+            assert_eq!(every_reader(&record), Err(Reason::Malformed), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_key_or_between_tokens_is_malformed() {
+        let known_key = SAMPLE.as_bytes().to_vec();
+        let unknown_key = [br#"{"no\xfft":1,"#, &SAMPLE.as_bytes()[1..]].concat();
+        let at = |needle: &str| SAMPLE.find(needle).expect("in SAMPLE");
+        for (mut record, at) in [
+            (known_key.clone(), at("channel") + 3),
+            (known_key.clone(), at(r#","channel""#) + 1),
+            (known_key, SAMPLE.len() - 1),
+            (unknown_key, 0),
+        ] {
+            if at > 0 {
+                record.insert(at, 0x80);
+            }
+            assert_eq!(every_reader(&record), Err(Reason::Malformed));
+        }
     }
 
     #[test]
