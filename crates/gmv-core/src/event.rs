@@ -1107,4 +1107,217 @@ mod tests {
             }
         }
     }
+
+    /// Each input rule of the contract, on whole records, against a reference
+    /// written apart from the decoder (`money::tests`, `time::tests`), on
+    /// every reader.
+    mod contract_rules {
+        use super::*;
+        use crate::money::tests::{amount_like_text, reference_minor_units};
+        use crate::time::tests::{reference_millis, timestamp_like_text};
+        use proptest::prelude::*;
+        use proptest::sample::{select, Index};
+        use std::ops::Range;
+
+        /// The per-transaction maximum of the tests' [`decoder`].
+        const MAX_FEN: Fen = 100_000_000 * 100;
+
+        /// [`every_reader`] as a property: the readers agree, and the
+        /// verdict is the event's (amount, time) or the reason.
+        fn verdict(record: &[u8]) -> Result<Result<(Fen, EpochMillis), Reason>, TestCaseError> {
+            let serde = decoder().decode_with_serde(record);
+            for vector in scan::Vector::available() {
+                let d = Decoder {
+                    vector,
+                    ..decoder()
+                };
+                prop_assert_eq!(&d.decode(record), &serde, "{:?}", vector);
+            }
+            Ok(serde
+                .map(|e| (e.amount_fen, e.settled_at))
+                .map_err(|r| r.reason))
+        }
+
+        fn expected_amount(text: &str) -> Result<Fen, Reason> {
+            match reference_minor_units(text) {
+                Some(fen) if fen <= MAX_FEN => Ok(fen),
+                _ => Err(Reason::InvalidAmount),
+            }
+        }
+
+        /// Where a corruption goes in a record.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Place {
+            UnknownKey,
+            UnknownValue,
+            KnownKey,
+            KnownValue,
+            BetweenTokens,
+        }
+
+        /// The known fields of a valid record, as (key, JSON value).
+        const KNOWN: [(&str, &str); 6] = [
+            ("txn_id", r#""20171111000512340001""#),
+            ("merchant_id", r#""m-000123""#),
+            ("amount", r#""1299.00""#),
+            ("currency", r#""CNY""#),
+            ("channel", r#""mobile""#),
+            ("settled_at", r#""2017-11-11T00:05:12.340+08:00""#),
+        ];
+
+        /// A valid record's fields, (key, JSON value, known), in any order,
+        /// with one to three unknown string fields (some non-ASCII, some
+        /// long enough to leave the block path).
+        fn valid_fields() -> impl Strategy<Value = Vec<(String, String, bool)>> {
+            let value = prop_oneof![
+                4 => "[a-zA-Z0-9 ]{0,12}",
+                2 => "\\PC{0,8}",
+                1 => "x{500,600}",
+            ]
+            .prop_map(|v| serde_json::to_string(&v).expect("a string is JSON"));
+            proptest::collection::vec(("x_[a-z]{0,6}", value), 1..4)
+                .prop_map(|extra| {
+                    let mut all: Vec<_> = KNOWN
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string(), true))
+                        .collect();
+                    all.extend(extra.into_iter().map(|(k, v)| (k, v, false)));
+                    all
+                })
+                .prop_shuffle()
+        }
+
+        /// The record, and for each place the positions where an insertion
+        /// lands in it (inside a key's or a string value's quotes, or between
+        /// two tokens).
+        fn layout(
+            fields: &[(String, String, bool)],
+            ws: &str,
+        ) -> (Vec<u8>, Vec<(Place, Range<usize>)>) {
+            let mut out = String::from("{");
+            let mut places = Vec::new();
+            for (i, (key, value, known)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                places.push((Place::BetweenTokens, out.len()..out.len() + 1));
+                out.push_str(ws);
+                let start = out.len() + 1;
+                out.push_str(&format!("\"{key}\""));
+                let place = if *known {
+                    Place::KnownKey
+                } else {
+                    Place::UnknownKey
+                };
+                places.push((place, start..out.len()));
+                out.push_str(ws);
+                out.push(':');
+                places.push((Place::BetweenTokens, out.len()..out.len() + 1));
+                out.push_str(ws);
+                let start = out.len() + 1;
+                out.push_str(value);
+                let place = if *known {
+                    Place::KnownValue
+                } else {
+                    Place::UnknownValue
+                };
+                places.push((place, start..out.len()));
+                out.push_str(ws);
+            }
+            places.push((Place::BetweenTokens, out.len()..out.len() + 1));
+            out.push('}');
+            (out.into_bytes(), places)
+        }
+
+        /// Byte sequences that are not UTF-8: stray continuation bytes,
+        /// overlong forms, surrogates, code points past U+10FFFF, bytes
+        /// UTF-8 never uses, sequences cut short; and random bytes.
+        fn invalid_utf8() -> impl Strategy<Value = Vec<u8>> {
+            let known: Vec<&'static [u8]> = vec![
+                b"\x80",
+                b"\xbf",
+                b"\xc0\xaf",
+                b"\xc1\xbf",
+                b"\xc3",
+                b"\xe2\x82",
+                b"\xed\xa0\x80",
+                b"\xed\xbf\xbf",
+                b"\xe0\x80\xaf",
+                b"\xf0\x82\x82\xac",
+                b"\xf4\x90\x80\x80",
+                b"\xf5\x80\x80\x80",
+                b"\xf0\x9f\x98",
+                b"\xfe",
+                b"\xff",
+            ];
+            prop_oneof![
+                3 => select(known).prop_map(<[u8]>::to_vec),
+                1 => proptest::collection::vec(any::<u8>(), 1..6),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            #[test]
+            fn amount_strings_follow_the_contract(text in amount_like_text()) {
+                let json = serde_json::to_string(&text).expect("a string is JSON");
+                let record = with_amount(&json);
+                let got = verdict(record.as_bytes())?.map(|(fen, _)| fen);
+                prop_assert_eq!(got, expected_amount(&text), "{}", json);
+            }
+
+            #[test]
+            fn amount_numbers_follow_the_contract(
+                text in "[-+]?[0-9]{0,5}(\\.[0-9]{0,3})?([eE][-+]?[0-9]{0,3})?|[0-9._eE+-]{1,8}",
+            ) {
+                let record = with_amount(&text);
+                // Text that is no JSON number makes the record no JSON.
+                let want = match serde_json::from_str::<serde::de::IgnoredAny>(&record) {
+                    Ok(_) => expected_amount(&text),
+                    Err(_) => Err(Reason::Malformed),
+                };
+                let got = verdict(record.as_bytes())?.map(|(fen, _)| fen);
+                prop_assert_eq!(got, want, "{}", text);
+            }
+
+            #[test]
+            fn timestamps_follow_the_contract(text in timestamp_like_text()) {
+                let json = serde_json::to_string(&text).expect("a string is JSON");
+                let record = with_time(json.trim_matches('"'));
+                let got = verdict(record.as_bytes())?.map(|(_, at)| at);
+                prop_assert_eq!(got, reference_millis(&text).ok_or(Reason::InvalidTimestamp), "{}", json);
+            }
+
+            #[test]
+            fn invalid_utf8_anywhere_is_malformed(
+                fields in valid_fields(),
+                ws in select(vec!["", "", " ", "\n\t"]),
+                place in select(vec![
+                    Place::UnknownKey,
+                    Place::UnknownValue,
+                    Place::KnownKey,
+                    Place::KnownValue,
+                    Place::BetweenTokens,
+                ]),
+                which in any::<Index>(),
+                at in any::<Index>(),
+                bad in invalid_utf8(),
+            ) {
+                let (clean, places) = layout(&fields, ws);
+                prop_assert!(verdict(&clean)?.is_ok(), "{}", String::from_utf8_lossy(&clean));
+                let spots: Vec<_> = places.iter().filter(|(p, _)| *p == place).collect();
+                let range = &spots[which.index(spots.len())].1;
+                let at = range.start + at.index(range.len());
+                let mut record = clean;
+                record.splice(at..at, bad);
+                // Random bytes next to a non-ASCII character can complete it.
+                prop_assume!(std::str::from_utf8(&record).is_err());
+                for vector in scan::Vector::available() {
+                    prop_assert!(scan::scan(&record, vector).is_none(), "{:?}", vector);
+                }
+                prop_assert_eq!(verdict(&record)?, Err(Reason::Malformed));
+            }
+        }
+    }
 }
