@@ -22,7 +22,8 @@ pub enum AmountError {
     /// sides, a JSON value of another type...
     #[error("amount is not a plain decimal")]
     NotANumber,
-    /// Zero or negative.
+    /// Zero. (A negative amount has a sign, which no plain decimal has:
+    /// [`AmountError::NotANumber`].)
     #[error("amount must be greater than zero")]
     NotPositive,
     /// More than two decimal places of value (e.g. `1.005`).
@@ -135,13 +136,14 @@ fn parse_plain_digits(bytes: &[u8]) -> Option<u64> {
 #[inline(never)]
 pub(crate) fn parse_decimal(text: &str) -> Result<u64, AmountError> {
     let (int, frac) = match text.split_once('.') {
-        Some((int, frac)) => (int, frac),
+        // A point needs digits after it (and before it: checked below).
+        Some((_, "")) => return Err(AmountError::NotANumber),
+        Some(parts) => parts,
         None => (text, ""),
     };
     let all_digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
-    // A point needs digits on both sides; a second point is not a digit.
-    let point_without_digits = frac.is_empty() && text.len() != int.len();
-    if int.is_empty() || point_without_digits || !all_digits(int) || !all_digits(frac) {
+    // (A second point is not a digit.)
+    if int.is_empty() || !all_digits(int) || !all_digits(frac) {
         return Err(AmountError::NotANumber);
     }
     // Leading zeros of the integer part and trailing zeros of the
@@ -266,7 +268,7 @@ pub(crate) mod tests {
         if value <= Decimal::ZERO || value.scale() > 2 {
             return None;
         }
-        (value * Decimal::ONE_HUNDRED).to_u64()
+        value.checked_mul(Decimal::ONE_HUNDRED)?.to_u64()
     }
 
     /// Texts around the amount rule: digits and points, with underscores,
