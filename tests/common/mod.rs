@@ -71,8 +71,7 @@ pub fn judge(line: &[u8]) -> Result<Valid, &'static str> {
     let merchant = text_of(&v, "merchant_id")?.ok_or("missing_field")?;
     let amount_text = match v.get("amount") {
         None | Some(Value::Null) => return Err("missing_field"),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(_) | Value::Number(_)) => amount_as_written(line)?,
         Some(_) => return Err("malformed"),
     };
     let channel = text_of(&v, "channel")?.ok_or("missing_field")?;
@@ -80,7 +79,7 @@ pub fn judge(line: &[u8]) -> Result<Valid, &'static str> {
     if txn.is_empty() || txn.len() > 64 || merchant.is_empty() || merchant.len() > 64 {
         return Err("invalid_field");
     }
-    let amount = Decimal::from_str_exact(&amount_text).map_err(|_| "invalid_amount")?;
+    let amount = plain_decimal(&amount_text).ok_or("invalid_amount")?;
     if amount <= Decimal::ZERO || amount.normalize().scale() > 2 {
         return Err("invalid_amount");
     }
@@ -90,8 +89,57 @@ pub fn judge(line: &[u8]) -> Result<Valid, &'static str> {
     if cny <= Decimal::ZERO || cny > dec("100000000.00") {
         return Err("invalid_amount");
     }
-    let at = DateTime::parse_from_rfc3339(&settled).map_err(|_| "invalid_timestamp")?;
+    let at = rfc3339(&settled).ok_or("invalid_timestamp")?;
     Ok((txn, merchant, cny, channel == "mobile", at, v))
+}
+
+/// The amount as written: a string's body (escapes left in) or a number's
+/// literal. `Value` keeps neither: it unescapes strings and turns numbers
+/// into `f64` (`1e3` would print as `1000.0`).
+fn amount_as_written(line: &[u8]) -> Result<String, &'static str> {
+    #[derive(serde::Deserialize)]
+    struct Amount<'a> {
+        #[serde(borrow)]
+        amount: &'a serde_json::value::RawValue,
+    }
+    let raw = serde_json::from_slice::<Amount>(line)
+        .map_err(|_| "malformed")?
+        .amount
+        .get();
+    let body = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'));
+    Ok(body.unwrap_or(raw).to_string())
+}
+
+/// The contract's amount: `[0-9]+(\.[0-9]+)?` and nothing else (no sign,
+/// exponent, underscore, whitespace or escape; `Decimal::from_str_exact`
+/// alone would take `1_000`), read exactly.
+fn plain_decimal(text: &str) -> Option<Decimal> {
+    let (int, frac) = match text.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (text, None),
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || frac.is_some_and(|frac| !digits(frac)) {
+        return None;
+    }
+    // Leading and trailing zeros carry no value, and would count against
+    // rust_decimal's 28 digits; one each is put back so neither side of
+    // the point is empty.
+    let int = int.trim_start_matches('0');
+    let frac = frac.unwrap_or("").trim_end_matches('0');
+    Decimal::from_str_exact(&format!("0{int}.{frac}0")).ok()
+}
+
+/// The contract's RFC 3339: chrono's parser, less what it takes beyond the
+/// RFC's grammar and the contract: a leap second (`:60`, which chrono keeps
+/// as a nanosecond count past one second), a separator other than `T`/`t`
+/// (chrono also takes a space), and a non-ASCII character such as a U+2212
+/// minus sign in the offset.
+fn rfc3339(text: &str) -> Option<DateTime<FixedOffset>> {
+    let at = DateTime::parse_from_rfc3339(text).ok()?;
+    let separator = matches!(text.as_bytes().get(10), Some(b'T' | b't'));
+    let leap_second = at.nanosecond() >= 1_000_000_000;
+    (text.is_ascii() && separator && !leap_second).then_some(at)
 }
 
 impl Reference {

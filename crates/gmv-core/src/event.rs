@@ -210,11 +210,19 @@ impl Decoder {
 
 /// The general path: `serde_json` reads the record.
 fn serde_fields(payload: &[u8]) -> Result<Fields<'_>, Rejection> {
+    // serde_json checks the UTF-8 of the strings it reads but not of those
+    // it skips (an unknown field's value), and the contract is UTF-8
+    // throughout: the whole record is checked here, then read as text
+    // (which spares serde_json its own per-string check).
+    let text = std::str::from_utf8(payload).map_err(|err| Rejection {
+        reason: Reason::Malformed,
+        detail: Cow::Owned(format!("record is not UTF-8: {err}")),
+    })?;
     // serde would also read a struct from a JSON array; the contract is an object.
-    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if text.bytes().find(|b| !b.is_ascii_whitespace()) != Some(b'{') {
         return Err(Rejection::new(Reason::Malformed, "expected a JSON object"));
     }
-    let wire: WireEvent<'_> = serde_json::from_slice(payload).map_err(|err| Rejection {
+    let wire: WireEvent<'_> = serde_json::from_str(text).map_err(|err| Rejection {
         reason: Reason::Malformed,
         detail: Cow::Owned(err.to_string()),
     })?;
@@ -376,32 +384,31 @@ fn check_id(id: &str, detail: &'static str) -> Result<(), Rejection> {
 }
 
 /// The amount's minor units from its raw JSON text: a string's content or a
-/// number's literal text. Strings with escapes are refused (no decimal needs one).
+/// number's literal text. Both must be the contract's plain decimal (see
+/// [`money::parse_minor_units`]), so a JSON number with a sign or an
+/// exponent (`-1`, `1e3`) is an invalid amount, as is a string with an
+/// escape (no plain decimal needs one) or any other JSON value.
 #[inline(always)]
 fn amount_minor_units(raw: &str) -> Result<u64, AmountError> {
     // (Stripping the quotes as patterns, not slicing `raw[1..len - 1]`,
     // spares two char-boundary checks, an out-of-line call.)
-    let (text, quoted) = match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-        Some(inner) => (inner, true),
-        None => match raw.as_bytes() {
-            [b'-' | b'0'..=b'9', ..] => (raw, false),
-            _ => return Err(AmountError::NotANumber),
-        },
-    };
-    // Plain digits and a point hold no escape: the usual amount is read
-    // before (not after) the search for a backslash.
+    let text = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(raw);
+    // The usual amount is read inline; everything else, accepted or
+    // refused, is the general path's to judge.
     if let Some(units) = money::plain_minor_units(text) {
         return units;
-    }
-    if quoted && text.as_bytes().contains(&b'\\') {
-        return Err(AmountError::NotANumber);
     }
     money::parse_decimal(text)
 }
 
 fn amount_rejection(err: AmountError) -> Rejection {
     let detail = match err {
-        AmountError::NotANumber => "amount is not a decimal number or numeric string",
+        AmountError::NotANumber => {
+            "amount is not a plain decimal (digits, optionally a point and digits)"
+        }
         AmountError::NotPositive => "amount must be greater than zero",
         AmountError::TooPrecise => "amount has more than 2 decimal places",
         AmountError::TooLarge => "amount exceeds the per-transaction maximum",
@@ -552,6 +559,156 @@ mod tests {
                 streaming(&channel),
                 "channel of {len} bytes"
             );
+        }
+    }
+
+    /// Every reader's verdict on `record`: the fast path (each vector
+    /// width) and serde, which must agree, as the reason or the event.
+    fn every_reader(record: &[u8]) -> Result<Event<'_>, Reason> {
+        let serde = decoder().decode_with_serde(record);
+        for vector in scan::Vector::available() {
+            let d = Decoder {
+                vector,
+                ..decoder()
+            };
+            assert_eq!(d.decode(record), serde, "{vector:?}");
+        }
+        serde.map_err(|rejection| rejection.reason)
+    }
+
+    fn with_amount(raw: &str) -> String {
+        SAMPLE.replace(r#""1299.00""#, raw)
+    }
+
+    fn with_time(text: &str) -> String {
+        SAMPLE.replace("2017-11-11T00:05:12.340+08:00", text)
+    }
+
+    #[test]
+    fn underscores_in_amounts_are_invalid() {
+        for amount in ["1_000.00", "1__0", "1_", "1._5"] {
+            let record = with_amount(&format!("\"{amount}\""));
+            assert_eq!(
+                every_reader(record.as_bytes()),
+                Err(Reason::InvalidAmount),
+                "{amount}"
+            );
+        }
+    }
+
+    #[test]
+    fn amount_strings_are_plain_decimals_only() {
+        for amount in [
+            "-1.00",
+            "+1.00",
+            "1e3",
+            " 1.00",
+            "1.00 ",
+            ".5",
+            "5.",
+            "\u{2212}1",
+            "\\u0031",
+        ] {
+            let record = with_amount(&format!("\"{amount}\""));
+            assert_eq!(
+                every_reader(record.as_bytes()),
+                Err(Reason::InvalidAmount),
+                "{amount}"
+            );
+        }
+        let zeros = with_amount(r#""0012.50""#);
+        assert_eq!(
+            every_reader(zeros.as_bytes()).map(|e| e.amount_fen),
+            Ok(1250)
+        );
+        let trailing = with_amount(r#""12.500""#);
+        assert_eq!(
+            every_reader(trailing.as_bytes()).map(|e| e.amount_fen),
+            Ok(1250)
+        );
+    }
+
+    #[test]
+    fn json_number_amounts_with_a_sign_or_exponent_are_invalid() {
+        for amount in [
+            "-1", "-0", "-12.50", "1e3", "1E3", "1.5e2", "1e-2", "12.5E+1",
+        ] {
+            let record = with_amount(amount);
+            assert_eq!(
+                every_reader(record.as_bytes()),
+                Err(Reason::InvalidAmount),
+                "{amount}"
+            );
+        }
+        // A leading zero is not JSON at all.
+        assert_eq!(
+            every_reader(with_amount("012.50").as_bytes()),
+            Err(Reason::Malformed)
+        );
+        for (amount, fen) in [("12", 1200), ("0.29", 29), ("12.500", 1250)] {
+            let record = with_amount(amount);
+            assert_eq!(
+                every_reader(record.as_bytes()).map(|e| e.amount_fen),
+                Ok(fen)
+            );
+        }
+    }
+
+    #[test]
+    fn leap_second_timestamps_are_invalid() {
+        let record = with_time("2017-11-10T23:59:60+08:00");
+        assert_eq!(
+            every_reader(record.as_bytes()),
+            Err(Reason::InvalidTimestamp)
+        );
+    }
+
+    #[test]
+    fn non_ascii_offset_signs_are_invalid() {
+        let record = with_time("2017-11-11T00:05:12.340\u{2212}08:00");
+        assert_eq!(
+            every_reader(record.as_bytes()),
+            Err(Reason::InvalidTimestamp)
+        );
+        let escaped = with_time(r"2017-11-11T00:05:12.340\u221208:00");
+        assert_eq!(
+            every_reader(escaped.as_bytes()),
+            Err(Reason::InvalidTimestamp)
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_unknown_field_is_malformed() {
+        for value in [
+            &b"\xff"[..],
+            b"\xc3",
+            b"\xed\xa0\x80",
+            b"\xc0\xaf",
+            b"caf\xe9",
+        ] {
+            let mut record = br#"{"note":""#.to_vec();
+            record.extend_from_slice(value);
+            record.extend_from_slice(b"\",");
+            record.extend_from_slice(&SAMPLE.as_bytes()[1..]);
+            assert_eq!(every_reader(&record), Err(Reason::Malformed), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_key_or_between_tokens_is_malformed() {
+        let known_key = SAMPLE.as_bytes().to_vec();
+        let unknown_key = [br#"{"no\xfft":1,"#, &SAMPLE.as_bytes()[1..]].concat();
+        let at = |needle: &str| SAMPLE.find(needle).expect("in SAMPLE");
+        for (mut record, at) in [
+            (known_key.clone(), at("channel") + 3),
+            (known_key.clone(), at(r#","channel""#) + 1),
+            (known_key, SAMPLE.len() - 1),
+            (unknown_key, 0),
+        ] {
+            if at > 0 {
+                record.insert(at, 0x80);
+            }
+            assert_eq!(every_reader(&record), Err(Reason::Malformed));
         }
     }
 
@@ -947,6 +1104,219 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Each input rule of the contract, on whole records, against a reference
+    /// written apart from the decoder (`money::tests`, `time::tests`), on
+    /// every reader.
+    mod contract_rules {
+        use super::*;
+        use crate::money::tests::{amount_like_text, reference_minor_units};
+        use crate::time::tests::{reference_millis, timestamp_like_text};
+        use proptest::prelude::*;
+        use proptest::sample::{select, Index};
+        use std::ops::Range;
+
+        /// The per-transaction maximum of the tests' [`decoder`].
+        const MAX_FEN: Fen = 100_000_000 * 100;
+
+        /// [`every_reader`] as a property: the readers agree, and the
+        /// verdict is the event's (amount, time) or the reason.
+        fn verdict(record: &[u8]) -> Result<Result<(Fen, EpochMillis), Reason>, TestCaseError> {
+            let serde = decoder().decode_with_serde(record);
+            for vector in scan::Vector::available() {
+                let d = Decoder {
+                    vector,
+                    ..decoder()
+                };
+                prop_assert_eq!(&d.decode(record), &serde, "{:?}", vector);
+            }
+            Ok(serde
+                .map(|e| (e.amount_fen, e.settled_at))
+                .map_err(|r| r.reason))
+        }
+
+        fn expected_amount(text: &str) -> Result<Fen, Reason> {
+            match reference_minor_units(text) {
+                Some(fen) if fen <= MAX_FEN => Ok(fen),
+                _ => Err(Reason::InvalidAmount),
+            }
+        }
+
+        /// Where a corruption goes in a record.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Place {
+            UnknownKey,
+            UnknownValue,
+            KnownKey,
+            KnownValue,
+            BetweenTokens,
+        }
+
+        /// The known fields of a valid record, as (key, JSON value).
+        const KNOWN: [(&str, &str); 6] = [
+            ("txn_id", r#""20171111000512340001""#),
+            ("merchant_id", r#""m-000123""#),
+            ("amount", r#""1299.00""#),
+            ("currency", r#""CNY""#),
+            ("channel", r#""mobile""#),
+            ("settled_at", r#""2017-11-11T00:05:12.340+08:00""#),
+        ];
+
+        /// A valid record's fields, (key, JSON value, known), in any order,
+        /// with one to three unknown string fields (some non-ASCII, some
+        /// long enough to leave the block path).
+        fn valid_fields() -> impl Strategy<Value = Vec<(String, String, bool)>> {
+            let value = prop_oneof![
+                4 => "[a-zA-Z0-9 ]{0,12}",
+                2 => "\\PC{0,8}",
+                1 => "x{500,600}",
+            ]
+            .prop_map(|v| serde_json::to_string(&v).expect("a string is JSON"));
+            proptest::collection::vec(("x_[a-z]{0,6}", value), 1..4)
+                .prop_map(|extra| {
+                    let mut all: Vec<_> = KNOWN
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string(), true))
+                        .collect();
+                    all.extend(extra.into_iter().map(|(k, v)| (k, v, false)));
+                    all
+                })
+                .prop_shuffle()
+        }
+
+        /// The record, and for each place the positions where an insertion
+        /// lands in it (inside a key's or a string value's quotes, or between
+        /// two tokens).
+        fn layout(
+            fields: &[(String, String, bool)],
+            ws: &str,
+        ) -> (Vec<u8>, Vec<(Place, Range<usize>)>) {
+            let mut out = String::from("{");
+            let mut places = Vec::new();
+            for (i, (key, value, known)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                places.push((Place::BetweenTokens, out.len()..out.len() + 1));
+                out.push_str(ws);
+                let start = out.len() + 1;
+                out.push_str(&format!("\"{key}\""));
+                let place = if *known {
+                    Place::KnownKey
+                } else {
+                    Place::UnknownKey
+                };
+                places.push((place, start..out.len()));
+                out.push_str(ws);
+                out.push(':');
+                places.push((Place::BetweenTokens, out.len()..out.len() + 1));
+                out.push_str(ws);
+                let start = out.len() + 1;
+                out.push_str(value);
+                let place = if *known {
+                    Place::KnownValue
+                } else {
+                    Place::UnknownValue
+                };
+                places.push((place, start..out.len()));
+                out.push_str(ws);
+            }
+            places.push((Place::BetweenTokens, out.len()..out.len() + 1));
+            out.push('}');
+            (out.into_bytes(), places)
+        }
+
+        /// Byte sequences that are not UTF-8: stray continuation bytes,
+        /// overlong forms, surrogates, code points past U+10FFFF, bytes
+        /// UTF-8 never uses, sequences cut short; and random bytes.
+        fn invalid_utf8() -> impl Strategy<Value = Vec<u8>> {
+            let known: Vec<&'static [u8]> = vec![
+                b"\x80",
+                b"\xbf",
+                b"\xc0\xaf",
+                b"\xc1\xbf",
+                b"\xc3",
+                b"\xe2\x82",
+                b"\xed\xa0\x80",
+                b"\xed\xbf\xbf",
+                b"\xe0\x80\xaf",
+                b"\xf0\x82\x82\xac",
+                b"\xf4\x90\x80\x80",
+                b"\xf5\x80\x80\x80",
+                b"\xf0\x9f\x98",
+                b"\xfe",
+                b"\xff",
+            ];
+            prop_oneof![
+                3 => select(known).prop_map(<[u8]>::to_vec),
+                1 => proptest::collection::vec(any::<u8>(), 1..6),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            #[test]
+            fn amount_strings_follow_the_contract(text in amount_like_text()) {
+                let json = serde_json::to_string(&text).expect("a string is JSON");
+                let record = with_amount(&json);
+                let got = verdict(record.as_bytes())?.map(|(fen, _)| fen);
+                prop_assert_eq!(got, expected_amount(&text), "{}", json);
+            }
+
+            #[test]
+            fn amount_numbers_follow_the_contract(
+                text in "[-+]?[0-9]{0,5}(\\.[0-9]{0,3})?([eE][-+]?[0-9]{0,3})?|[0-9._eE+-]{1,8}",
+            ) {
+                let record = with_amount(&text);
+                // Text that is no JSON number makes the record no JSON.
+                let want = match serde_json::from_str::<serde::de::IgnoredAny>(&record) {
+                    Ok(_) => expected_amount(&text),
+                    Err(_) => Err(Reason::Malformed),
+                };
+                let got = verdict(record.as_bytes())?.map(|(fen, _)| fen);
+                prop_assert_eq!(got, want, "{}", text);
+            }
+
+            #[test]
+            fn timestamps_follow_the_contract(text in timestamp_like_text()) {
+                let json = serde_json::to_string(&text).expect("a string is JSON");
+                let record = with_time(json.trim_matches('"'));
+                let got = verdict(record.as_bytes())?.map(|(_, at)| at);
+                prop_assert_eq!(got, reference_millis(&text).ok_or(Reason::InvalidTimestamp), "{}", json);
+            }
+
+            #[test]
+            fn invalid_utf8_anywhere_is_malformed(
+                fields in valid_fields(),
+                ws in select(vec!["", "", " ", "\n\t"]),
+                place in select(vec![
+                    Place::UnknownKey,
+                    Place::UnknownValue,
+                    Place::KnownKey,
+                    Place::KnownValue,
+                    Place::BetweenTokens,
+                ]),
+                which in any::<Index>(),
+                at in any::<Index>(),
+                bad in invalid_utf8(),
+            ) {
+                let (clean, places) = layout(&fields, ws);
+                prop_assert!(verdict(&clean)?.is_ok(), "{}", String::from_utf8_lossy(&clean));
+                let spots: Vec<_> = places.iter().filter(|(p, _)| *p == place).collect();
+                let range = &spots[which.index(spots.len())].1;
+                let at = range.start + at.index(range.len());
+                let mut record = clean;
+                record.splice(at..at, bad);
+                // Random bytes next to a non-ASCII character can complete it.
+                prop_assume!(std::str::from_utf8(&record).is_err());
+                for vector in scan::Vector::available() {
+                    prop_assert!(scan::scan(&record, vector).is_none(), "{:?}", vector);
+                }
+                prop_assert_eq!(verdict(&record)?, Err(Reason::Malformed));
             }
         }
     }

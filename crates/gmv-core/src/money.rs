@@ -1,9 +1,11 @@
 //! Exact money. Inside the engine every amount is an integer number of fen
 //! (CNY minor units, 1/100 yuan) in a `u64`; `rust_decimal` is used only at
-//! the edges: parsing amounts that are not plain `123.45` text, converting a
-//! foreign currency at a configured rate, and printing decimal strings.
+//! the edges: converting a foreign currency at a configured rate, and
+//! printing decimal strings.
 //!
-//! Nothing here ever goes through `f64`.
+//! An amount's text is the contract's plain decimal (`../shared/EVENTS.md`),
+//! `[0-9]+(\.[0-9]+)?` and nothing else, read into hundredths with integer
+//! arithmetic. Nothing here ever goes through `f64`.
 
 use crate::swar::{all_digits, byte, eight_digits, pair_values};
 use rust_decimal::prelude::*;
@@ -15,10 +17,13 @@ pub type Fen = u64;
 /// Why an amount's text was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AmountError {
-    /// Not a decimal number (letters, empty, a JSON value of another type...).
-    #[error("amount is not a decimal number")]
+    /// Not a plain decimal `[0-9]+(\.[0-9]+)?`: letters, empty, a sign, an
+    /// exponent, an underscore, whitespace, a point without digits on both
+    /// sides, a JSON value of another type...
+    #[error("amount is not a plain decimal")]
     NotANumber,
-    /// Zero or negative.
+    /// Zero. (A negative amount has a sign, which no plain decimal has:
+    /// [`AmountError::NotANumber`].)
     #[error("amount must be greater than zero")]
     NotPositive,
     /// More than two decimal places of value (e.g. `1.005`).
@@ -36,10 +41,17 @@ const FAST_MAX_INT_DIGITS: usize = 15;
 /// Parses an amount's text (a JSON string's content or a JSON number's text)
 /// into minor units (hundredths) without rounding.
 ///
-/// Plain `digits[.d[d]]` text takes an integer fast path; anything else
-/// (exponents, trailing zeros past two places, signs) is parsed by
-/// `rust_decimal`, and the two agree on every input the fast path accepts
-/// (a property test checks this).
+/// The text must be a plain decimal, `[0-9]+(\.[0-9]+)?`: no sign (so a
+/// negative amount is not a number here, rather than a non-positive one), no
+/// exponent, no underscore or whitespace, no point without digits on both
+/// sides. Leading zeros (`0012.50`) match that and are read as their value;
+/// so are trailing zeros (`12.500` is 12.50). The value must then be above
+/// zero with at most two decimal places.
+///
+/// The usual `digits[.d[d]]` text takes an integer fast path, the rest
+/// (leading or trailing zeros past two places, long numbers, everything
+/// refused) the general one, and the two agree on every input the fast path
+/// accepts (a property test checks this).
 pub fn parse_minor_units(text: &str) -> Result<u64, AmountError> {
     plain_minor_units(text).unwrap_or_else(|| parse_decimal(text))
 }
@@ -117,16 +129,40 @@ fn parse_plain_digits(bytes: &[u8]) -> Option<u64> {
     Some(units * 100 + hundredths)
 }
 
-/// The general path, through `rust_decimal`, for text the fast path declines.
+/// The general path, for text the fast path declines: the whole grammar
+/// checked first, then the value read with checked integer arithmetic, so
+/// that any number of leading or trailing zeros is exact and an overlong
+/// number is refused, not wrapped.
 #[inline(never)]
 pub(crate) fn parse_decimal(text: &str) -> Result<u64, AmountError> {
-    let value = if text.bytes().any(|b| b == b'e' || b == b'E') {
-        Decimal::from_scientific(text)
-    } else {
-        Decimal::from_str_exact(text)
+    let (int, frac) = match text.split_once('.') {
+        // A point needs digits after it (and before it: checked below).
+        Some((_, "")) => return Err(AmountError::NotANumber),
+        Some(parts) => parts,
+        None => (text, ""),
+    };
+    let all_digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    // (A second point is not a digit.)
+    if int.is_empty() || !all_digits(int) || !all_digits(frac) {
+        return Err(AmountError::NotANumber);
     }
-    .map_err(|_| AmountError::NotANumber)?;
-    decimal_to_minor_units(value)
+    // Leading zeros of the integer part and trailing zeros of the
+    // fraction carry no value.
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    if int.is_empty() && frac.is_empty() {
+        return Err(AmountError::NotPositive);
+    }
+    if frac.len() > 2 {
+        return Err(AmountError::TooPrecise);
+    }
+    let hundredths = frac.bytes().chain(std::iter::repeat(b'0')).take(2);
+    int.bytes()
+        .chain(hundredths)
+        .try_fold(0u64, |units, digit| {
+            units.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        })
+        .ok_or(AmountError::TooLarge)
 }
 
 /// Converts an exact decimal into hundredths, refusing anything that would
@@ -199,10 +235,56 @@ pub fn format_decimal_2dp(value: Decimal) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::str::FromStr;
+
+    /// The contract's amount rule, written apart from the parser: a state
+    /// machine for `[0-9]+(\.[0-9]+)?` over characters, then the value from
+    /// `rust_decimal` (exact for texts of up to 28 digits), above zero with
+    /// at most two places. `None` for every text the contract refuses.
+    pub(crate) fn reference_minor_units(text: &str) -> Option<u64> {
+        #[derive(Clone, Copy)]
+        enum State {
+            Start,
+            Int,
+            Point,
+            Frac,
+        }
+        let mut state = State::Start;
+        for c in text.chars() {
+            state = match (state, c) {
+                (State::Start | State::Int, '0'..='9') => State::Int,
+                (State::Int, '.') => State::Point,
+                (State::Point | State::Frac, '0'..='9') => State::Frac,
+                _ => return None,
+            };
+        }
+        if !matches!(state, State::Int | State::Frac) {
+            return None;
+        }
+        let value = Decimal::from_str_exact(text).ok()?.normalize();
+        if value <= Decimal::ZERO || value.scale() > 2 {
+            return None;
+        }
+        value.checked_mul(Decimal::ONE_HUNDRED)?.to_u64()
+    }
+
+    /// Texts around the amount rule: digits and points, with underscores,
+    /// signs, exponents, whitespace and non-ASCII digits and signs mixed in.
+    pub(crate) fn amount_like_text() -> BoxedStrategy<String> {
+        prop_oneof![
+            4 => "[0-9]{1,6}(\\.[0-9]{1,4})?",
+            2 => "0{0,4}[0-9]{1,4}\\.?[0-9]{0,4}0{0,4}",
+            3 => "[0-9_]{1,6}(\\.[0-9_]{0,3})?",
+            3 => "[-+]?[0-9]{0,4}\\.?[0-9]{0,3}([eE][-+]?[0-9]{0,2})?",
+            3 => "[0-9._+eE -]{0,10}",
+            2 => "[0-9. \t\u{2212}\u{ff10}-\u{ff19}\u{0660}-\u{0669}\u{e9}\u{a0}]{0,8}",
+            1 => "\\PC{0,10}",
+        ]
+        .boxed()
+    }
 
     #[test]
     fn plain_amounts_become_fen() {
@@ -215,19 +297,84 @@ mod tests {
     #[test]
     fn trailing_zeros_beyond_two_places_are_exact_and_accepted() {
         assert_eq!(parse_minor_units("12.500"), Ok(1250));
-        assert_eq!(parse_minor_units("1.2e2"), Ok(12_000));
+        assert_eq!(
+            parse_minor_units("1.50000000000000000000000000000000000000"),
+            Ok(150)
+        );
+    }
+
+    #[test]
+    fn leading_zeros_are_read_as_their_value() {
+        assert_eq!(parse_minor_units("0012.50"), Ok(1250));
+        assert_eq!(parse_minor_units("00.01"), Ok(1));
+        assert_eq!(
+            parse_minor_units("0000000000000000000000000000000000000001.5"),
+            Ok(150)
+        );
+        assert_eq!(parse_minor_units("0000"), Err(AmountError::NotPositive));
     }
 
     #[test]
     fn three_decimal_places_of_value_are_refused() {
         assert_eq!(parse_minor_units("1.005"), Err(AmountError::TooPrecise));
-        assert_eq!(parse_minor_units("1e-3"), Err(AmountError::TooPrecise));
+        assert_eq!(parse_minor_units("12.345"), Err(AmountError::TooPrecise));
+        assert_eq!(parse_minor_units("0.0010"), Err(AmountError::TooPrecise));
     }
 
     #[test]
-    fn zero_negative_and_garbage_are_refused() {
+    fn underscores_in_amounts_are_invalid() {
+        for text in ["1_000.00", "1__0", "1_", "1._5", "_1", "1.5_", "1_0.5_0"] {
+            assert_eq!(
+                parse_minor_units(text),
+                Err(AmountError::NotANumber),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn signs_exponents_and_whitespace_are_invalid() {
+        for text in [
+            "-5.00",
+            "-0",
+            "+5",
+            "1e3",
+            "1E3",
+            "1.2e2",
+            "1e-3",
+            " 1",
+            "1 ",
+            "1\t",
+            "\u{a0}1",
+            "0x10",
+            "\u{2212}5",
+            "\u{ff11}",
+            "\u{0661}",
+            "NaN",
+            "inf",
+        ] {
+            assert_eq!(
+                parse_minor_units(text),
+                Err(AmountError::NotANumber),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn points_need_digits_on_both_sides() {
+        for text in [".5", "5.", ".", "1..2", "1.2.3", "1.2."] {
+            assert_eq!(
+                parse_minor_units(text),
+                Err(AmountError::NotANumber),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_and_garbage_are_refused() {
         assert_eq!(parse_minor_units("0.00"), Err(AmountError::NotPositive));
-        assert_eq!(parse_minor_units("-5.00"), Err(AmountError::NotPositive));
         assert_eq!(parse_minor_units(""), Err(AmountError::NotANumber));
         assert_eq!(parse_minor_units("12,00"), Err(AmountError::NotANumber));
         assert_eq!(parse_minor_units("1.2.3"), Err(AmountError::NotANumber));
@@ -239,13 +386,13 @@ mod tests {
     fn huge_numbers_are_refused_not_wrapped() {
         assert_eq!(
             parse_minor_units("99999999999999999999999999999999999999"),
-            Err(AmountError::NotANumber)
+            Err(AmountError::TooLarge)
         );
-        assert_eq!(parse_minor_units("1e40"), Err(AmountError::NotANumber));
         assert_eq!(
             parse_minor_units("184467440737095516.16"),
             Err(AmountError::TooLarge)
         );
+        assert_eq!(parse_minor_units("184467440737095516.15"), Ok(u64::MAX));
     }
 
     #[test]
@@ -269,14 +416,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn fast_path_agrees_with_rust_decimal(int in "[0-9]{1,15}", frac in proptest::option::of("[0-9]{1,2}")) {
+        fn fast_path_agrees_with_the_general_path(int in "[0-9]{1,15}", frac in proptest::option::of("[0-9]{1,2}")) {
             let text = match &frac { Some(f) => format!("{int}.{f}"), None => int.clone() };
             prop_assert_eq!(parse_minor_units(&text), parse_decimal(&text));
         }
 
         #[test]
         fn fast_path_declines_what_it_does_not_own(text in "[0-9.]{0,20}") {
-            // Exactly `[0-9]{1,15}(\.[0-9]{1,2})?` is taken; the rest goes to rust_decimal.
+            // Exactly `[0-9]{1,15}(\.[0-9]{1,2})?` is taken; the rest goes to the general path.
             let plain = text.split_once('.').map_or(
                 (1..=FAST_MAX_INT_DIGITS).contains(&text.len()),
                 |(int, frac)| {
@@ -309,6 +456,11 @@ mod tests {
         #[test]
         fn format_then_parse_round_trips(fen in 1u64..=1_000_000_000_000_000) {
             prop_assert_eq!(parse_minor_units(&format_fen(fen)), Ok(fen));
+        }
+
+        #[test]
+        fn amounts_follow_the_contract_rule(text in amount_like_text()) {
+            prop_assert_eq!(parse_minor_units(&text).ok(), reference_minor_units(&text), "{:?}", text);
         }
 
         #[test]

@@ -1,12 +1,13 @@
 //! Event time: RFC 3339 `settled_at` parsing into epoch milliseconds, and the
 //! festival window that decides which events count.
 //!
-//! The hot path parses the common shape (`YYYY-MM-DDTHH:MM:SS[.fff]±HH:MM` or
-//! `Z`) by hand; anything it declines goes to chrono's RFC 3339 parser, so the
-//! accepted language is exactly RFC 3339 and the fast path is only a shortcut
-//! (a property test checks they agree). Each thread remembers the last
+//! The parser is hand-written and strict (see [`parse_rfc3339_millis`] for
+//! the exact rules): the usual shape (`YYYY-MM-DDTHH:MM:SS.fff±HH:MM`) is
+//! checked and read a word at a time, and each thread remembers the last
 //! valid date it read and its day number, since consecutive events nearly
-//! always share it.
+//! always share it. chrono's own RFC 3339 parser is not used for events: it
+//! also takes a leap second (read as the next second), a space for the `T`,
+//! and a U+2212 minus sign in the offset, none of which the contract does.
 
 use crate::swar::{all_digits, byte, pair_values};
 use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone};
@@ -15,14 +16,27 @@ use std::cell::Cell;
 /// Milliseconds since the Unix epoch.
 pub type EpochMillis = i64;
 
-/// Parses an RFC 3339 timestamp with offset into epoch milliseconds
-/// (sub-millisecond digits are truncated toward the past).
+/// Parses an RFC 3339 `date-time` (section 5.6) into epoch milliseconds;
+/// sub-millisecond digits are truncated toward the past. `None` unless the
+/// text is, exactly:
+///
+/// - `YYYY-MM-DD`: a real Gregorian date of a four-digit year, month 01–12,
+///   day 01 to the month's last (February 29 only in a leap year);
+/// - `T` or `t`: RFC 3339 reads its letters case-insensitively. A space is
+///   refused: the RFC's prose lets an application choose one "for the sake
+///   of readability", but it is not in the grammar, and the contract's
+///   producers write `T`;
+/// - `HH:MM:SS`: hours 00–23, minutes 00–59, seconds 00–59. A leap second
+///   (`:60`) is refused: there is no leap-second table here to tell a real
+///   one from a typo, and reading it as the next second (as chrono does)
+///   would move an event across a window edge (`23:59:60+08:00` would count
+///   on the next day);
+/// - an optional fraction: `.` and one or more digits, of any length;
+/// - the offset: `Z` or `z`, or an ASCII `+` or `-` then `HH:MM` (hours
+///   00–23, minutes 00–59; `-00:00` is UTC). Any other sign character,
+///   such as U+2212 MINUS SIGN, is refused.
 pub fn parse_rfc3339_millis(text: &str) -> Option<EpochMillis> {
-    parse_fast(text.as_bytes()).or_else(|| {
-        DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| t.timestamp_millis())
-    })
+    parse(text.as_bytes())
 }
 
 /// The value of the two ASCII digits at `b[at..at + 2]`, or `None`.
@@ -71,7 +85,8 @@ thread_local! {
     static LAST_DATE: Cell<(u64, u16, i64)> = const { Cell::new((u64::MAX, u16::MAX, 0)) };
 }
 
-fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
+/// [`parse_rfc3339_millis`] on the text's bytes.
+fn parse(b: &[u8]) -> Option<EpochMillis> {
     // `YYYY-MM-DDTHH:MM:SS` as two eight-byte words (`YYYY-MM-` and
     // `HH:MM:SS`, little-endian) plus the day and the `T` between them: each
     // word's digits and separators are checked, and its two-digit numbers
@@ -92,6 +107,8 @@ fn parse_fast(b: &[u8]) -> Option<EpochMillis> {
     let hour = byte(clock, 0);
     let minute = byte(clock, 3);
     let second = byte(clock, 6);
+    // Seconds stop at 59: a leap second is refused (see
+    // `parse_rfc3339_millis`).
     if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
@@ -287,9 +304,79 @@ impl Window {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use chrono::Timelike;
     use proptest::prelude::*;
+    use proptest::sample::select;
+
+    /// The contract's timestamp rule, written apart from the parser:
+    /// chrono's RFC 3339 parser, less what it takes beyond the rule (a leap
+    /// second, which chrono keeps as a nanosecond count past one second; a
+    /// separator other than `T` or `t`; any non-ASCII character, such as a
+    /// U+2212 minus sign in the offset).
+    pub(crate) fn reference_millis(text: &str) -> Option<EpochMillis> {
+        let t = DateTime::parse_from_rfc3339(text).ok()?;
+        let leap_second = t.nanosecond() >= 1_000_000_000;
+        let separator = matches!(text.as_bytes().get(10), Some(b'T' | b't'));
+        (text.is_ascii() && separator && !leap_second).then(|| t.timestamp_millis())
+    }
+
+    /// Timestamps around every corner of the rule: months 00 and 13, days 00
+    /// to 32 (February 29 in leap and common years), hour 24, minute 60,
+    /// leap seconds, separators, fractions, offsets out of range, without
+    /// a colon, or signed with a non-ASCII minus.
+    pub(crate) fn timestamp_like_text() -> BoxedStrategy<String> {
+        let year = prop_oneof![
+            4 => select(vec!["2017", "2016", "2000", "1900", "2100", "1970", "0000", "9999"])
+                .prop_map(str::to_string),
+            1 => "[0-9]{4}",
+            1 => "[0-9]{3}|[0-9]{5}",
+        ];
+        let month = prop_oneof![8 => 1u32..=12, 1 => Just(0u32), 1 => Just(13u32)];
+        let day = prop_oneof![
+            6 => 1u32..=28,
+            4 => 29u32..=31,
+            1 => Just(0u32),
+            1 => Just(32u32),
+        ];
+        let hour = prop_oneof![8 => 0u32..=23, 1 => Just(24u32)];
+        let minute = prop_oneof![8 => 0u32..=59, 1 => Just(60u32)];
+        let second = prop_oneof![6 => 0u32..=59, 2 => Just(60u32), 1 => Just(61u32)];
+        let separator = select(vec!["T", "T", "T", "t", " ", "_", ""]);
+        let fraction = prop_oneof![
+            4 => Just(String::new()),
+            4 => "\\.[0-9]{1,10}",
+            1 => Just(".".to_string()),
+        ];
+        let sign = select(vec![
+            "+", "-", "+", "-", "\u{2212}", "\u{ff0b}", "\u{2013}", "\u{fe63}",
+        ]);
+        let numeric = (
+            sign,
+            prop_oneof![8 => 0u32..=23, 1 => 24u32..=99],
+            prop_oneof![8 => 0u32..=59, 1 => 60u32..=99],
+        )
+            .prop_map(|(sign, h, m)| format!("{sign}{h:02}:{m:02}"));
+        let offset = prop_oneof![
+            6 => numeric,
+            3 => select(vec!["Z", "z", "-00:00", "+0800", "+08", "", "Z ", "UTC"])
+                .prop_map(str::to_string),
+        ];
+        (
+            (year, month, day),
+            (separator, hour, minute, second),
+            (fraction, offset),
+        )
+            .prop_map(
+                |((year, month, day), (separator, hour, minute, second), (fraction, offset))| {
+                    format!(
+                        "{year}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}{fraction}{offset}"
+                    )
+                },
+            )
+            .boxed()
+    }
 
     #[test]
     fn beijing_midnight_is_utc_four_pm() {
@@ -321,8 +408,14 @@ mod tests {
     fn impossible_dates_are_refused() {
         for bad in [
             "2017-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2017-00-01T00:00:00Z",
             "2017-13-01T00:00:00Z",
+            "2017-11-00T00:00:00Z",
+            "2017-11-31T00:00:00Z",
+            "2017-12-32T00:00:00Z",
             "2017-11-11T24:00:00Z",
+            "2017-11-11T23:60:00Z",
             "2017-11-11 00:00",
             "2017-11-11T00:00:00",
             "yesterday",
@@ -330,6 +423,54 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339_millis(bad), None, "{bad}");
         }
+        assert!(parse_rfc3339_millis("2016-02-29T00:00:00Z").is_some());
+        assert!(parse_rfc3339_millis("2000-02-29T00:00:00Z").is_some());
+    }
+
+    #[test]
+    fn leap_seconds_are_invalid() {
+        // One that would roll over into the festival day, and a real one
+        // (inserted at the end of 2016, UTC).
+        assert_eq!(parse_rfc3339_millis("2017-11-10T23:59:60+08:00"), None);
+        assert_eq!(parse_rfc3339_millis("2016-12-31T23:59:60Z"), None);
+        assert_eq!(parse_rfc3339_millis("2016-12-31T23:59:60.5Z"), None);
+        assert!(parse_rfc3339_millis("2017-11-10T23:59:59.999+08:00").is_some());
+    }
+
+    #[test]
+    fn offset_signs_must_be_ascii() {
+        for sign in ["\u{2212}", "\u{ff0b}", "\u{ff0d}", "\u{2013}", "\u{fe63}"] {
+            let text = format!("2017-11-11T00:00:00{sign}08:00");
+            assert_eq!(parse_rfc3339_millis(&text), None, "{text}");
+        }
+        assert_eq!(
+            parse_rfc3339_millis("2017-11-11T00:00:00-08:00"),
+            Some(1_510_387_200_000)
+        );
+    }
+
+    #[test]
+    fn offsets_must_be_in_range_with_a_colon() {
+        for offset in [
+            "+24:00", "-24:00", "+23:60", "+0800", "+08", "+8:00", "UTC", "Z ",
+        ] {
+            let text = format!("2017-11-11T00:00:00{offset}");
+            assert_eq!(parse_rfc3339_millis(&text), None, "{text}");
+        }
+        assert!(parse_rfc3339_millis("2017-11-11T00:00:00+23:59").is_some());
+        assert_eq!(
+            parse_rfc3339_millis("2017-11-11T00:00:00-00:00"),
+            parse_rfc3339_millis("2017-11-11T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn lowercase_t_and_z_are_rfc_3339_a_space_is_not() {
+        let upper = parse_rfc3339_millis("2017-11-11T00:00:00Z");
+        assert!(upper.is_some());
+        assert_eq!(parse_rfc3339_millis("2017-11-11t00:00:00z"), upper);
+        assert_eq!(parse_rfc3339_millis("2017-11-11 00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_millis("2017-11-11_00:00:00Z"), None);
     }
 
     #[test]
@@ -366,7 +507,12 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(4096))]
 
         #[test]
-        fn fast_path_agrees_with_chrono(
+        fn timestamps_follow_the_contract_rule(text in timestamp_like_text()) {
+            prop_assert_eq!(parse_rfc3339_millis(&text), reference_millis(&text), "{}", text);
+        }
+
+        #[test]
+        fn agrees_with_chrono_on_every_valid_time(
             secs in -2_000_000_000i64..4_000_000_000,
             millis in 0u32..1000,
             offset_min in -(23 * 60 + 59)..(23 * 60 + 59i32),
@@ -379,15 +525,12 @@ mod tests {
             } else {
                 t.to_rfc3339_opts(SecondsFormat::Millis, true)
             };
-            prop_assert_eq!(parse_fast(text.as_bytes()), Some(t.timestamp_millis()));
-            prop_assert_eq!(
-                parse_rfc3339_millis(&text),
-                DateTime::parse_from_rfc3339(&text).ok().map(|t| t.timestamp_millis())
-            );
+            prop_assert_eq!(parse_rfc3339_millis(&text), Some(t.timestamp_millis()));
+            prop_assert_eq!(reference_millis(&text), Some(t.timestamp_millis()));
         }
 
         #[test]
-        fn fast_path_agrees_with_chrono_on_damaged_text(
+        fn follows_the_contract_rule_on_damaged_text(
             secs in -62_000_000_000i64..253_000_000_000,
             millis in 0u32..1000,
             offset_min in -(23 * 60 + 59)..(23 * 60 + 59i32),
@@ -399,6 +542,8 @@ mod tests {
                 0..3,
             ),
         ) {
+            // Damage that keeps the text UTF-8 is judged against the
+            // reference both ways; any other damage must be refused.
             let offset = FixedOffset::east_opt(offset_min * 60).unwrap();
             let t = offset.timestamp_millis_opt(secs * 1000 + i64::from(millis)).unwrap();
             let format = [SecondsFormat::Secs, SecondsFormat::Millis, SecondsFormat::Micros, SecondsFormat::Nanos][format];
@@ -407,13 +552,8 @@ mod tests {
                 let at = at.index(bytes.len());
                 bytes[at] = b;
             }
-            let chrono = std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
-                .map(|t| t.timestamp_millis());
-            if let Some(fast) = parse_fast(&bytes) {
-                prop_assert_eq!(Some(fast), chrono, "{:?}", String::from_utf8_lossy(&bytes));
-            }
+            let want = std::str::from_utf8(&bytes).ok().and_then(reference_millis);
+            prop_assert_eq!(parse(&bytes), want, "{:?}", String::from_utf8_lossy(&bytes));
         }
 
         #[test]
@@ -454,7 +594,7 @@ mod tests {
         }
 
         #[test]
-        fn remembered_dates_give_what_chrono_gives(
+        fn remembered_dates_give_what_the_reference_gives(
             texts in proptest::collection::vec(
                 (
                     proptest::sample::select(vec![
@@ -472,11 +612,7 @@ mod tests {
             // that share a valid one's prefix, and dates that come back.
             for (date, hour, minute, tail) in texts {
                 let text = format!("{date}T{hour:02}:{minute:02}:07{tail}");
-                prop_assert_eq!(
-                    parse_rfc3339_millis(&text),
-                    DateTime::parse_from_rfc3339(&text).ok().map(|t| t.timestamp_millis()),
-                    "{}", text
-                );
+                prop_assert_eq!(parse_rfc3339_millis(&text), reference_millis(&text), "{}", text);
             }
         }
 
