@@ -105,9 +105,12 @@ fn decode_aggregate(c: &mut Criterion) {
         run(&mut partition, &warm_up);
         partition
     };
-    on_partitions(&mut group, "decode_aggregate_one_thread_warm", warmed, |p| {
-        run(p, &records)
-    });
+    on_partitions(
+        &mut group,
+        "decode_aggregate_one_thread_warm",
+        warmed,
+        |p| run(p, &records),
+    );
     let settings = Settings::defaults();
     group.bench_function("decode_only", |b| {
         b.iter(|| {

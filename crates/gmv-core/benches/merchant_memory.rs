@@ -163,11 +163,6 @@ fn main() {
         per(empty.chunks, full.chunks),
         per(empty.count, full.count)
     );
-    println!(
-        "  (dedup set and hours, left out: {others} B)"
-    );
-    println!(
-        "  empty partition:     {:7} B",
-        empty.live - before.live
-    );
+    println!("  (dedup set and hours, left out: {others} B)");
+    println!("  empty partition:     {:7} B", empty.live - before.live);
 }

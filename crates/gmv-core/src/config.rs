@@ -276,10 +276,7 @@ impl Settings {
             errors.push(ConfigError::new("engine.top_n", "allowed: 0 to 10000"));
         }
         if !(1..=4096).contains(&engine.partitions) {
-            errors.push(ConfigError::new(
-                "engine.partitions",
-                "allowed: 1 to 4096",
-            ));
+            errors.push(ConfigError::new("engine.partitions", "allowed: 1 to 4096"));
         }
         if engine.workers > 1024 {
             errors.push(ConfigError::new(

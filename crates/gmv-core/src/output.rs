@@ -163,6 +163,18 @@ pub struct Snapshot {
     pub latency_ms: LatencyMs,
 }
 
+/// The whole window's sales minute by minute, for a chart of the day that
+/// survives a page reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaySeries {
+    /// The festival window.
+    pub window: Option<WindowRange>,
+    /// Latest event time counted: its minute is still filling.
+    pub watermark: Option<String>,
+    /// Every minute with sales, oldest first.
+    pub minutes: Vec<MinuteRecord>,
+}
+
 /// A threshold crossing, announced once per (merchant, threshold).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AlertRecord {

@@ -14,7 +14,9 @@
 //! decodes and verifies.
 
 use crate::dedup::JournalEntry;
-use crate::partition::{Crossing, Hour, MerchantFigures, MinuteCell, MINUTES_PER_HOUR, SECONDS_PER_HOUR};
+use crate::partition::{
+    Crossing, Hour, MerchantFigures, MinuteCell, MINUTES_PER_HOUR, SECONDS_PER_HOUR,
+};
 use crate::reject::{Reason, RejectCounts};
 use crate::time::EpochMillis;
 use std::fmt;
@@ -138,13 +140,16 @@ impl fmt::Display for StateError {
                  (format {VERSION}) does not resume"
             ),
             StateError::UnsupportedVersion(v) => {
-                write!(f, "checkpoint format {v} is newer than this gmv-stream (format {VERSION})")
+                write!(
+                    f,
+                    "checkpoint format {v} is newer than this gmv-stream (format {VERSION})"
+                )
             }
             StateError::Truncated => f.write_str("truncated (shorter than its header says)"),
             StateError::ChecksumMismatch => f.write_str("checksum mismatch (corrupt contents)"),
-            StateError::SettingsChanged => f.write_str(
-                "written with different window, threshold or dedup settings",
-            ),
+            StateError::SettingsChanged => {
+                f.write_str("written with different window, threshold or dedup settings")
+            }
             StateError::Invalid(what) => write!(f, "invalid contents: {what}"),
         }
     }
@@ -329,7 +334,9 @@ impl Checkpoint {
         let next_offset = r.i64()?;
         let consumed = r.u64()?;
         if r.u32()? as usize != Reason::ALL.len() {
-            return Err(StateError::Invalid("rejection reasons differ from this build"));
+            return Err(StateError::Invalid(
+                "rejection reasons differ from this build",
+            ));
         }
         let mut rejected = RejectCounts::default();
         for reason in Reason::ALL {
@@ -390,7 +397,9 @@ impl Checkpoint {
                 | (DedupPart::Delta(_), CheckpointKind::Delta, Some(_))
         );
         if !matches_kind {
-            return Err(StateError::Invalid("a base has the whole dedup set and no parent; a delta the new ids and a parent"));
+            return Err(StateError::Invalid(
+                "a base has the whole dedup set and no parent; a delta the new ids and a parent",
+            ));
         }
         Ok(Self {
             seq,

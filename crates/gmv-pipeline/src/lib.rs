@@ -33,7 +33,6 @@ pub use handoff::{Board, Handoff};
 pub use lifecycle::{Lifecycle, StopCause, TaskError};
 pub use publish::{AlertOrder, LiveSinks, Tick, TickSink};
 
-use gmv_core::latency::Latency;
 use gmv_core::output::Report;
 use gmv_core::view::{LiveState, LiveView};
 use publish::{Publisher, PublisherOptions};
@@ -49,7 +48,11 @@ pub trait Source: Send {
     /// Starts the source's threads (counted by `lifecycle`); they end when
     /// the input ends or the run is cancelled, having closed their
     /// partitions' hand-offs.
-    fn start(self: Box<Self>, lifecycle: &Lifecycle, board: Board) -> Result<Vec<JoinHandle<()>>, TaskError>;
+    fn start(
+        self: Box<Self>,
+        lifecycle: &Lifecycle,
+        board: Board,
+    ) -> Result<Vec<JoinHandle<()>>, TaskError>;
 }
 
 /// How a run publishes.
@@ -58,10 +61,9 @@ pub struct RunOptions {
     pub interval: Duration,
     /// Who receives each tick.
     pub sinks: Vec<Box<dyn TickSink>>,
-    /// What HTTP readers see (made over the view's merchant index).
+    /// What HTTP readers see (made over the view's merchant index); its
+    /// latency histogram gets record start → snapshot published.
     pub state: Arc<LiveState>,
-    /// Latency from a record's start to the snapshot including it.
-    pub latency: Arc<Latency>,
 }
 
 /// How a run ended.
@@ -93,7 +95,6 @@ pub fn run(
             alert_order: source.alert_order(),
             sinks: options.sinks,
             state: options.state,
-            latency: options.latency,
         },
     )?;
     match source.start(lifecycle, publisher.board()) {

@@ -134,21 +134,23 @@ impl Lifecycle {
         let guard = self.guard();
         let lifecycle = self.clone();
         let thread_name = name.to_owned();
-        std::thread::Builder::new().name(name.to_owned()).spawn(move || {
-            let _guard = guard;
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)) {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => lifecycle.fail(error),
-                Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic".into());
-                    lifecycle.fail(format!("thread {thread_name} panicked: {what}").into());
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let _guard = guard;
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => lifecycle.fail(error),
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".into());
+                        lifecycle.fail(format!("thread {thread_name} panicked: {what}").into());
+                    }
                 }
-            }
-        })
+            })
     }
 
     /// Waits until every counted task has ended, or `deadline` passes;
@@ -192,7 +194,10 @@ impl Lifecycle {
             .name("gmv-signals".into())
             .spawn(move || {
                 if let Some(signal) = signals.forever().next() {
-                    tracing::info!(signal, "signal received: finishing what was read, then stopping");
+                    tracing::info!(
+                        signal,
+                        "signal received: finishing what was read, then stopping"
+                    );
                     lifecycle.cancel(StopCause::Signal(signal));
                 }
             })?;
@@ -221,14 +226,15 @@ mod tests {
         lifecycle
             .spawn("failing", || Err("disk full".into()))
             .unwrap();
-        lifecycle
-            .spawn("panicking", || panic!("later"))
-            .unwrap();
+        lifecycle.spawn("panicking", || panic!("later")).unwrap();
         assert!(lifecycle.wait_all(Some(Instant::now() + Duration::from_secs(10))));
         watcher.join().unwrap();
         assert_eq!(lifecycle.cause(), StopCause::Failed);
         let failure = lifecycle.take_failure().unwrap().to_string();
-        assert!(failure == "disk full" || failure.contains("panicked"), "{failure}");
+        assert!(
+            failure == "disk full" || failure.contains("panicked"),
+            "{failure}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use crate::handoff::{Board, Inbox, Message, Registration};
 use crate::lifecycle::{Lifecycle, TaskError};
 use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
-use gmv_core::latency::{Latency, StartRuns};
+use gmv_core::latency::StartRuns;
 use gmv_core::output::{AlertRecord, Snapshot};
 use gmv_core::partition::Crossing;
 use gmv_core::sink::LiveSink;
@@ -75,10 +75,9 @@ pub struct PublisherOptions {
     pub alert_order: AlertOrder,
     /// Who receives each tick.
     pub sinks: Vec<Box<dyn TickSink>>,
-    /// What HTTP readers see.
+    /// What HTTP readers see; its latency histogram gets record start →
+    /// snapshot published.
     pub state: Arc<LiveState>,
-    /// Latency from a record's start to the snapshot that includes it.
-    pub latency: Arc<Latency>,
 }
 
 /// The run's handle on its publisher.
@@ -151,7 +150,11 @@ struct Run {
 }
 
 impl Run {
-    fn until_finished(mut self, registrations: Receiver<Registration>, finishing: Receiver<()>) -> LiveView {
+    fn until_finished(
+        mut self,
+        registrations: Receiver<Registration>,
+        finishing: Receiver<()>,
+    ) -> LiveView {
         let ticker = tick(self.options.interval);
         loop {
             let finishing_now = select! {
@@ -229,7 +232,11 @@ impl Run {
         self.seq += 1;
         let alerts = self.release(last);
         let interval_ms = u64::try_from(self.options.interval.as_millis()).unwrap_or(u64::MAX);
-        let snapshot = Arc::new(self.view.snapshot(self.seq, interval_ms, self.options.latency.percentiles()));
+        let snapshot = Arc::new(self.view.snapshot(
+            self.seq,
+            interval_ms,
+            self.options.state.latency().percentiles(),
+        ));
         let tick = Tick {
             seq: self.seq,
             snapshot: &snapshot,
@@ -242,9 +249,10 @@ impl Run {
             sink.tick(&tick);
         }
         self.options.state.publish(snapshot, self.view.memory());
+        self.options.state.publish_day(self.view.day_series());
         let now = chrono::Utc::now().timestamp_millis();
         for runs in self.starts.drain(..) {
-            self.options.latency.record_runs_since(&runs.0, now);
+            self.options.state.latency().record_runs_since(&runs.0, now);
         }
     }
 
@@ -265,8 +273,9 @@ impl Run {
                         .min()
                         .unwrap_or(i64::MAX)
                 };
-                let (due, wait): (Vec<Crossing>, Vec<Crossing>) =
-                    std::mem::take(&mut self.pending).into_iter().partition(|c| c.position < barrier);
+                let (due, wait): (Vec<Crossing>, Vec<Crossing>) = std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .partition(|c| c.position < barrier);
                 self.pending = wait;
                 let mut due = due;
                 due.sort_by_key(|c| c.position);

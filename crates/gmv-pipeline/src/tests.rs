@@ -35,8 +35,9 @@ fn run_file(dir: &std::path::Path, workers: usize, chunk_bytes: usize) -> (Strin
     };
     let view = LiveView::new(settings);
     let state = Arc::new(LiveState::new(view.index()));
-    let sinks: Vec<Box<dyn TickSink>> =
-        vec![Box::new(LiveSinks(vec![alerts.clone() as Arc<dyn LiveSink>]))];
+    let sinks: Vec<Box<dyn TickSink>> = vec![Box::new(LiveSinks(vec![
+        alerts.clone() as Arc<dyn LiveSink>
+    ]))];
     let outcome = run(
         &lifecycle,
         Box::new(source),
@@ -45,7 +46,6 @@ fn run_file(dir: &std::path::Path, workers: usize, chunk_bytes: usize) -> (Strin
             interval: Duration::from_millis(2),
             sinks,
             state,
-            latency: Arc::new(Latency::new()),
         },
     )
     .unwrap();
@@ -135,9 +135,17 @@ fn alerts_come_out_in_input_order_and_dead_letters_name_their_lines() {
     assert!(dead.contains("events.jsonl:52\""), "{dead}");
     let alert_times: Vec<String> = alerts
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["settled_at"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["settled_at"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    assert_eq!(alert_times.len(), report["alerts"].as_array().unwrap().len());
+    assert_eq!(
+        alert_times.len(),
+        report["alerts"].as_array().unwrap().len()
+    );
     let mut sorted = alert_times.clone();
     sorted.sort();
     assert_eq!(alert_times, sorted, "input order here is time order");
@@ -153,7 +161,12 @@ fn a_cancelled_run_ends_with_what_it_read() {
     };
     let source = SplitSource {
         settings: settings.clone(),
-        chunks: Arc::new(crate::chunks::SynthChunks::new(synth, Some(50_000), 1 << 20, lifecycle.token())),
+        chunks: Arc::new(crate::chunks::SynthChunks::new(
+            synth,
+            Some(50_000),
+            1 << 20,
+            lifecycle.token(),
+        )),
         pool: Arc::new(BufferPool::default()),
         workers: 2,
         dead_letters: Arc::new(NullSink),
@@ -176,7 +189,6 @@ fn a_cancelled_run_ends_with_what_it_read() {
             interval: Duration::from_millis(50),
             sinks: Vec::new(),
             state: state.clone(),
-            latency: Arc::new(Latency::new()),
         },
     )
     .unwrap();

@@ -433,8 +433,8 @@ mod tests {
     use super::*;
 
     fn snapshot(seq: u64) -> Arc<Snapshot> {
-        let engine = gmv_core::Engine::new(gmv_core::Settings::defaults());
-        Arc::new(engine.snapshot(seq, 500))
+        let view = gmv_core::view::LiveView::new(Arc::new(gmv_core::Settings::defaults()));
+        Arc::new(view.snapshot(seq, 500, Default::default()))
     }
 
     fn alert(n: u64) -> AlertRecord {

@@ -7,7 +7,7 @@
 //! - [`feed`]: [`LiveFeed`], the [`gmv_core::sink::LiveSink`] the publisher
 //!   thread writes to: latest snapshot, bounded alert ring, change signal.
 //! - [`source`]: [`FeedSource`], what the API reads beyond snapshots
-//!   (merchants, metrics); a local [`gmv_core::Engine`] is one.
+//!   (merchants, metrics); a publisher's [`gmv_core::view::LiveState`] is one.
 //! - `sse`: one `/api/live` stream per client, skipping forward when slow.
 //! - `routes`: the routes and their errors ([`router`]).
 //! - [`prometheus`]: the `/metrics` text.
@@ -15,41 +15,33 @@
 //! - [`config`]: [`ServeConfig`], the `[http]` section.
 //!
 //! # Wiring
+//! The pipeline's publisher writes each tick to a [`LiveFeed`] (snapshots,
+//! alerts) and to a [`gmv_core::view::LiveState`] (the merchant index and
+//! the latest snapshot), which is the server's [`FeedSource`]:
 //! ```no_run
 //! use gmv_core::sink::LiveSink;
+//! use gmv_core::view::{LiveState, LiveView};
 //! use std::sync::Arc;
 //! use tokio_util::sync::CancellationToken;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let engine = Arc::new(gmv_core::Engine::new(gmv_core::Settings::defaults()));
+//! let view = LiveView::new(Arc::new(gmv_core::Settings::defaults()));
+//! let state = Arc::new(LiveState::new(view.index()));
 //! let config = gmv_serve::ServeConfig::default();
 //! let feed = Arc::new(gmv_serve::LiveFeed::new(&config));
 //! let shutdown = CancellationToken::new();
 //!
-//! // The publisher: a plain thread, once per tick.
-//! let publisher = {
-//!     let (engine, feed, shutdown) = (engine.clone(), feed.clone(), shutdown.clone());
-//!     std::thread::spawn(move || {
-//!         let (mut seq, mut alerts_sent) = (0, 0);
-//!         while !shutdown.is_cancelled() {
-//!             seq += 1;
-//!             for alert in engine.alert_records(alerts_sent) {
-//!                 feed.alert(&alert);
-//!                 alerts_sent += 1;
-//!             }
-//!             feed.snapshot(&Arc::new(engine.snapshot(seq, 500)));
-//!             std::thread::sleep(std::time::Duration::from_millis(500));
-//!         }
-//!     })
-//! };
+//! // Each tick, a publisher does this with the view it keeps current.
+//! let snapshot = Arc::new(view.snapshot(1, 500, Default::default()));
+//! state.publish(snapshot.clone(), view.memory());
+//! feed.snapshot(&snapshot);
 //!
 //! // The server, on a tokio runtime of its own.
 //! let runtime = tokio::runtime::Runtime::new()?;
 //! runtime.block_on(async {
 //!     let listener = gmv_serve::bind(&config).await?;
-//!     gmv_serve::serve(listener, feed, engine, shutdown).await
+//!     gmv_serve::serve(listener, feed, state, shutdown).await
 //! })?;
-//! # publisher.join().ok();
 //! # Ok(())
 //! # }
 //! ```

@@ -1,15 +1,14 @@
 //! What the HTTP side reads beyond snapshots: merchant look-ups and the
-//! figures behind `/metrics`. A local [`Engine`] is a [`FeedSource`] as it is;
-//! a view assembled from Kafka partitions implements the same trait.
+//! figures behind `/metrics`. The [`LiveState`] a publisher keeps (the live
+//! merchant index, the latest snapshot) is a [`FeedSource`] as it is, for a
+//! processor and for the global view read from Kafka alike.
 //!
 //! Calls may take milliseconds (a top list walks every merchant), so the
 //! server makes them on tokio's blocking pool, never on a reactor thread.
 
-use gmv_core::engine::top_merchant;
-use gmv_core::money::format_fen;
 use gmv_core::output::{LatencyMs, MerchantRecord, TopMerchant};
 use gmv_core::reject::RejectCounts;
-use gmv_core::Engine;
+use gmv_core::view::{merchant_record, top_merchant, LiveState};
 
 /// The live state the HTTP side can query.
 pub trait FeedSource: Send + Sync + 'static {
@@ -19,6 +18,10 @@ pub trait FeedSource: Send + Sync + 'static {
     fn merchant(&self, merchant_id: &str) -> Option<MerchantRecord>;
     /// The figures exported at `/metrics`.
     fn metrics(&self) -> Metrics;
+    /// The whole window's sales minute by minute (for the day's chart).
+    fn day_series(&self) -> std::sync::Arc<gmv_core::output::DaySeries> {
+        std::sync::Arc::default()
+    }
 }
 
 /// The processor's figures for `/metrics`: plain values, read at scrape time.
@@ -60,76 +63,99 @@ pub struct PartitionLag {
     pub lag: u64,
 }
 
-impl FeedSource for Engine {
+impl FeedSource for LiveState {
     fn top_merchants(&self, n: usize) -> Vec<TopMerchant> {
-        self.aggregator()
-            .summary(n)
-            .top
-            .iter()
-            .map(top_merchant)
-            .collect()
+        self.index().top(n).iter().map(top_merchant).collect()
     }
 
     fn merchant(&self, merchant_id: &str) -> Option<MerchantRecord> {
-        self.aggregator()
-            .merchant(merchant_id)
-            .map(|m| MerchantRecord {
-                merchant_id: m.merchant_id,
-                gmv_cny: format_fen(m.gmv),
-                mobile_gmv_cny: format_fen(m.mobile_gmv),
-                transactions: m.transactions,
-            })
+        self.index().get(merchant_id).map(|m| merchant_record(&m))
     }
 
     fn metrics(&self) -> Metrics {
-        let figures = self.figures();
-        Metrics {
-            consumed: figures.accounting.consumed,
-            counted: figures.accounting.counted,
-            rejected: figures.rejected,
-            gmv_cny: figures.gmv_cny,
-            mobile_gmv_cny: figures.mobile_gmv_cny,
-            merchants: figures.merchants,
-            peak_tps: figures.peak_tps,
-            dedup_ids: self.dedup().len() as u64,
-            dedup_bytes: self.dedup().allocated_bytes() as u64,
-            latency_ms: self.latency().percentiles(),
-            consumer_lag: Vec::new(),
-        }
+        let memory = self.memory();
+        let mut metrics = match self.latest() {
+            Some(snapshot) => {
+                let f = &snapshot.figures;
+                Metrics {
+                    consumed: f.accounting.consumed,
+                    counted: f.accounting.counted,
+                    rejected: f.rejected,
+                    gmv_cny: f.gmv_cny.clone(),
+                    mobile_gmv_cny: f.mobile_gmv_cny.clone(),
+                    merchants: f.merchants,
+                    peak_tps: f.peak_tps,
+                    latency_ms: snapshot.latency_ms.clone(),
+                    ..Metrics::default()
+                }
+            }
+            None => Metrics::default(),
+        };
+        metrics.dedup_ids = memory.dedup_ids;
+        metrics.dedup_bytes = memory.dedup_bytes;
+        metrics.consumer_lag = self
+            .status()
+            .lag
+            .into_iter()
+            .map(|(topic, partition, lag)| PartitionLag {
+                topic,
+                partition,
+                lag: lag.max(0) as u64,
+            })
+            .collect();
+        metrics
+    }
+
+    fn day_series(&self) -> std::sync::Arc<gmv_core::output::DaySeries> {
+        LiveState::day_series(self)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gmv_core::partition::{decode, Partition};
+    use gmv_core::view::{LiveView, PartitionKey};
     use gmv_core::Settings;
+    use std::sync::Arc;
 
     #[test]
-    fn engine_answers_top_merchant_and_metrics() {
-        let engine = Engine::new(Settings::defaults());
-        let mut worker = engine.worker();
-        for (txn, merchant, amount) in [
+    fn a_live_state_answers_top_merchant_and_metrics() {
+        let settings = Arc::new(Settings::defaults());
+        let mut partition = Partition::new(settings.clone(), 1 << 16);
+        for (i, (txn, merchant, amount)) in [
             ("t1", "m-1", "10.00"),
             ("t2", "m-2", "30.00"),
             ("t3", "m-1", "5.50"),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let record = format!(
                 r#"{{"txn_id":"{txn}","merchant_id":"{merchant}","amount":"{amount}","channel":"mobile","settled_at":"2017-11-11T00:00:01+08:00"}}"#
             );
-            worker.process(record.as_bytes()).unwrap();
+            let d = decode(&settings, record.as_bytes()).unwrap();
+            partition.count(i as i64, Ok(d.txn())).unwrap();
         }
-        assert!(worker.process(b"{").is_err());
-        drop(worker);
-        let top = engine.top_merchants(1);
+        let refused = decode(&settings, b"{").map(|_| ()).unwrap_err();
+        assert!(partition.count(3, Err(refused)).is_err());
+        let mut view = LiveView::new(settings);
+        let state = LiveState::new(view.index());
+        view.apply(&PartitionKey::split(0), "t", &partition.take_delta());
+        state.publish(
+            Arc::new(view.snapshot(1, 500, Default::default())),
+            view.memory(),
+        );
+        let top = state.top_merchants(1);
         assert_eq!(top.len(), 1);
         assert_eq!(
             (top[0].merchant_id.as_str(), top[0].gmv_cny.as_str()),
             ("m-2", "30.00")
         );
-        let m1 = engine.merchant("m-1").unwrap();
+        let m1 = state.merchant("m-1").unwrap();
         assert_eq!((m1.gmv_cny.as_str(), m1.transactions), ("15.50", 2));
-        assert!(engine.merchant("m-3").is_none());
-        let metrics = engine.metrics();
+        assert!(state.merchant("m-3").is_none());
+        let metrics = state.metrics();
         assert_eq!((metrics.consumed, metrics.counted), (4, 3));
         assert_eq!(metrics.rejected.total(), 1);
         assert_eq!(metrics.gmv_cny, "45.50");

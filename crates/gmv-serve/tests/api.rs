@@ -1,5 +1,5 @@
 //! The JSON API, `/metrics`, health and the page, against a real server on
-//! 127.0.0.1 with a random port, fed by an engine.
+//! 127.0.0.1 with a random port, fed by one partition.
 
 mod common;
 
@@ -13,7 +13,7 @@ async fn get(url: &str) -> reqwest::Response {
 }
 
 #[tokio::test]
-async fn snapshot_is_unavailable_until_published_then_matches_the_engine() {
+async fn snapshot_is_unavailable_until_published_then_matches_the_view() {
     let mut server = TestServer::start().await;
     let response = get(&server.url("/api/snapshot")).await;
     assert_eq!(response.status(), 503);
@@ -27,7 +27,7 @@ async fn snapshot_is_unavailable_until_published_then_matches_the_engine() {
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["cache-control"], "no-store");
     let snapshot: gmv_core::output::Snapshot = response.json().await.unwrap();
-    let figures = server.engine.figures();
+    let figures = server.figures();
     assert_eq!(snapshot.seq, 1);
     assert_eq!(snapshot.figures.gmv_cny, figures.gmv_cny);
     assert_eq!(snapshot.figures.transactions, figures.transactions);
@@ -45,18 +45,19 @@ async fn snapshot_is_unavailable_until_published_then_matches_the_engine() {
         .await
         .unwrap();
     assert_eq!(later["seq"], 2);
-    assert_eq!(later["gmv_cny"], server.engine.figures().gmv_cny);
+    assert_eq!(later["gmv_cny"], server.figures().gmv_cny);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn top_merchants_honours_n_caps_it_and_refuses_bad_values() {
-    let server = TestServer::start_with(gmv_serve::ServeConfig {
+    let mut server = TestServer::start_with(gmv_serve::ServeConfig {
         max_top: 50,
         ..Default::default()
     })
     .await;
     server.process(20_000, 7);
+    server.publish();
 
     let body: Value = get(&server.url("/api/merchants/top"))
         .await
@@ -66,7 +67,7 @@ async fn top_merchants_honours_n_caps_it_and_refuses_bad_values() {
     assert_eq!(body["n"], 20);
     let merchants = body["merchants"].as_array().unwrap();
     assert_eq!(merchants.len(), 20);
-    let engine_top = server.engine.figures().top_merchants;
+    let engine_top = server.figures().top_merchants;
     assert_eq!(
         merchants[0]["merchant_id"],
         engine_top[0].merchant_id.as_str()
@@ -112,9 +113,10 @@ async fn top_merchants_honours_n_caps_it_and_refuses_bad_values() {
 
 #[tokio::test]
 async fn merchant_lookup_finds_sellers_and_404s_the_rest() {
-    let server = TestServer::start().await;
+    let mut server = TestServer::start().await;
     server.process_one("t-1", "m-shop", "120.50");
     server.process_one("t-2", "m-shop", "79.50");
+    server.publish();
 
     let response = get(&server.url("/api/merchants/m-shop")).await;
     assert_eq!(response.status(), 200);
@@ -173,7 +175,7 @@ async fn metrics_are_valid_prometheus_text_without_merchant_labels() {
             ref other => panic!("{name}: unexpected {other:?}"),
         }
     };
-    let figures = server.engine.figures();
+    let figures = server.figures();
     assert_eq!(value("gmv_events_consumed_total", None), 20_000.0);
     assert_eq!(
         value("gmv_events_counted_total", None),
@@ -192,7 +194,7 @@ async fn metrics_are_valid_prometheus_text_without_merchant_labels() {
     assert!((value("gmv_gmv_cny", None) - gmv).abs() < 1.0);
     assert_eq!(
         value("gmv_dedup_ids", None),
-        server.engine.dedup().len() as f64
+        server.state.memory().dedup_ids as f64
     );
     assert_eq!(value("gmv_snapshot_seq", None), 1.0);
     let age = value("gmv_snapshot_age_seconds", None);
@@ -221,7 +223,7 @@ async fn health_is_always_ok_and_readiness_follows_the_feed() {
         ..Default::default()
     })
     .await;
-    server.interval_ms = 50;
+    server.feeder.interval_ms = 50;
     assert_eq!(get(&server.url("/healthz")).await.status(), 200);
     let response = get(&server.url("/readyz")).await;
     assert_eq!(response.status(), 503);

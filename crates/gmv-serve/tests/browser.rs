@@ -11,7 +11,6 @@
 mod common;
 
 use common::TestServer;
-use gmv_core::sink::LiveSink;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -311,7 +310,7 @@ fn scoreboard_follows_the_feed_and_looks_like_a_stage_display() {
         .build()
         .unwrap();
     let mut server = runtime.block_on(TestServer::start());
-    server.interval_ms = INTERVAL.as_millis() as u64;
+    server.feeder.interval_ms = INTERVAL.as_millis() as u64;
 
     // A paced stream, as `gmv demo` runs it: a publisher thread processes a
     // batch and publishes each tick. Half an hour of the day comes first.
@@ -320,42 +319,30 @@ fn scoreboard_follows_the_feed_and_looks_like_a_stage_display() {
         seed: 11,
         ..Default::default()
     });
-    {
-        let mut worker = server.engine.worker();
-        for record in events.by_ref().take(140_000) {
-            let _ = worker.process(&record.payload);
-        }
-    }
+    server.feeder.count_from(&mut events, 140_000);
     server.publish();
     let published: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
     let running = Arc::new(AtomicBool::new(true));
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
-        let (engine, feed) = (server.engine.clone(), server.feed.clone());
+        let view = gmv_core::view::LiveView::new(server.feeder.view.settings().clone());
+        let spare = common::Feeder::new(server.state.clone(), view, server.feed.clone());
+        let mut feeder = std::mem::replace(&mut server.feeder, spare);
         let (published, running, stop) = (published.clone(), running.clone(), stop.clone());
-        let (mut seq, mut alerts_sent) = (server.seq, server.alerts_sent);
+        let state = server.state.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(INTERVAL);
                 if !running.load(Ordering::Relaxed) {
                     continue;
                 }
-                let mut worker = engine.worker();
-                for record in events.by_ref().take(EVENTS_PER_TICK) {
-                    let _ = worker.process(&record.payload);
-                }
-                drop(worker);
-                for alert in engine.alert_records(alerts_sent) {
-                    feed.alert(&alert);
-                    alerts_sent += 1;
-                }
-                seq += 1;
-                let snapshot = Arc::new(engine.snapshot(seq, INTERVAL.as_millis() as u64));
+                feeder.count_from(&mut events, EVENTS_PER_TICK);
+                feeder.publish();
+                let snapshot = state.latest().expect("just published");
                 published
                     .lock()
                     .unwrap()
-                    .insert(seq, snapshot.figures.gmv_cny.clone());
-                feed.snapshot(&snapshot);
+                    .insert(snapshot.seq, snapshot.figures.gmv_cny.clone());
             }
         })
     };

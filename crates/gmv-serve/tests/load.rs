@@ -1,4 +1,4 @@
-//! Load: 1,000 concurrent `/api/live` readers on loopback while the engine
+//! Load: 1,000 concurrent `/api/live` readers on loopback while a partition
 //! processes events. Checks that the processor's events/s drops by less than
 //! 10% with the readers attached, that every reader keeps receiving ticks,
 //! and that memory stays bounded, also with 100 readers that never read.
@@ -9,9 +9,12 @@
 //! process and its two cores, so the readers' own CPU counts against the
 //! processor: the measured drop is an upper bound of the server's cost.
 
+use gmv_core::output::{AlertRecord, Snapshot};
+use gmv_core::partition::Partition;
 use gmv_core::sink::LiveSink;
-use gmv_core::{Engine, Settings};
-use gmv_serve::{FeedSource, LiveFeed, ServeConfig};
+use gmv_core::view::{LiveState, LiveView, PartitionKey};
+use gmv_core::Settings;
+use gmv_serve::{LiveFeed, ServeConfig};
 use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -24,7 +27,7 @@ const READERS: usize = 1_000;
 const STALLED: usize = 100;
 /// Baseline/loaded pairs, alternated so drifts hit both alike.
 const ROUNDS: usize = 4;
-/// Passes over the payloads per phase, each into a fresh engine, so every
+/// Passes over the payloads per phase, each into a fresh partition, so every
 /// phase does exactly the same work.
 const PASSES: usize = 2;
 const INTERVAL: Duration = Duration::from_millis(500);
@@ -42,37 +45,38 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// The engine being fed; replaced by a fresh one each time the payloads
-/// run out, so every pass does the same work (no redeliveries).
-struct Current(Mutex<Arc<Engine>>);
+/// The latest snapshot and alerts of the partition being fed, for the
+/// publisher thread.
+struct Current(Mutex<(Arc<Snapshot>, Vec<AlertRecord>)>);
 
-impl FeedSource for Current {
-    fn top_merchants(&self, n: usize) -> Vec<gmv_core::output::TopMerchant> {
-        self.0.lock().clone().top_merchants(n)
-    }
-    fn merchant(&self, id: &str) -> Option<gmv_core::output::MerchantRecord> {
-        self.0.lock().clone().merchant(id)
-    }
-    fn metrics(&self) -> gmv_serve::Metrics {
-        self.0.lock().clone().metrics()
-    }
-}
-
-/// Processes every payload `PASSES` times, each pass into a fresh engine
+/// Processes every payload `PASSES` times, each pass into a fresh partition
 /// (so no pass sees redeliveries), and returns events/s.
 fn process_phase(current: &Current, payloads: &[Vec<u8>]) -> f64 {
+    let settings = Arc::new(Settings::defaults());
     let mut busy = Duration::ZERO;
     for _ in 0..PASSES {
-        let engine = Arc::new(Engine::new(Settings::defaults()));
-        *current.0.lock() = engine.clone();
+        let mut partition = Partition::new(settings.clone(), 20_000_000);
         let start = Instant::now();
+        let mut position = 0;
         for batch in payloads.chunks(BATCH) {
-            let mut worker = engine.worker();
-            for payload in batch {
-                let _ = worker.process(payload);
-            }
+            partition.process_each(
+                batch.iter().map(|p| {
+                    position += 1;
+                    ((), position, p.as_slice())
+                }),
+                |_, _, _| {},
+            );
         }
         busy += start.elapsed();
+        let mut view = LiveView::new(settings.clone());
+        let applied = view.apply(&PartitionKey::split(0), "load", &partition.take_delta());
+        let alerts = applied
+            .crossings
+            .iter()
+            .take(2)
+            .map(|c| view.alert_record(c))
+            .collect();
+        *current.0.lock() = (Arc::new(view.snapshot(0, 500, Default::default())), alerts);
     }
     (payloads.len() * PASSES) as f64 / busy.as_secs_f64()
 }
@@ -152,9 +156,12 @@ fn a_thousand_live_readers_cost_the_processor_under_ten_percent() {
     })
     .map(|r| r.payload)
     .collect();
-    let current = Arc::new(Current(Mutex::new(Arc::new(Engine::new(
-        Settings::defaults(),
-    )))));
+    let empty = LiveView::new(Arc::new(Settings::defaults()));
+    let current = Arc::new(Current(Mutex::new((
+        Arc::new(empty.snapshot(0, 500, Default::default())),
+        Vec::new(),
+    ))));
+    let state = Arc::new(LiveState::new(empty.index()));
     let feed = Arc::new(LiveFeed::new(&ServeConfig {
         max_clients: READERS + STALLED + 10,
         ..ServeConfig::default()
@@ -181,7 +188,7 @@ fn a_thousand_live_readers_cost_the_processor_under_ten_percent() {
     let server = server_rt.spawn(gmv_serve::serve(
         listener,
         feed.clone(),
-        current.clone(),
+        state,
         shutdown.clone(),
     ));
 
@@ -195,12 +202,14 @@ fn a_thousand_live_readers_cost_the_processor_under_ten_percent() {
             while !stop.load(Relaxed) {
                 std::thread::sleep(INTERVAL);
                 let started = Instant::now();
-                let engine = current.0.lock().clone();
-                for alert in engine.alert_records(0).iter().take(2) {
+                let (snapshot, alerts) = current.0.lock().clone();
+                for alert in &alerts {
                     feed.alert(alert);
                 }
                 seq += 1;
-                feed.snapshot(&Arc::new(engine.snapshot(seq, INTERVAL.as_millis() as u64)));
+                let mut snapshot = Snapshot::clone(&snapshot);
+                snapshot.seq = seq;
+                feed.snapshot(&Arc::new(snapshot));
                 publish_time += started.elapsed();
             }
             (seq, publish_time)

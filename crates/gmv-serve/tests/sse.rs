@@ -23,7 +23,7 @@ async fn late_client_gets_the_current_snapshot_at_once() {
         .expect("immediately");
     assert_eq!(first.event, "snapshot");
     assert_eq!(first.id.as_deref(), Some("3"));
-    assert_eq!(first.json()["gmv_cny"], server.engine.figures().gmv_cny);
+    assert_eq!(first.json()["gmv_cny"], server.figures().gmv_cny);
     server.stop().await;
 }
 
@@ -180,7 +180,7 @@ async fn stalled_client_is_skipped_forward_not_queued() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let base = server.engine.snapshot(0, 500);
+    let base = server.feeder.view.snapshot(0, 500, Default::default());
     let frame_bytes = serde_json::to_vec(&base).unwrap().len();
     let ticks = 8_000u64;
     let published = {
@@ -318,7 +318,7 @@ async fn shutdown_does_not_wait_forever_on_a_client_that_stopped_reading() {
     .await
     .unwrap();
     // Fill its socket buffers so the server's writes block.
-    let base = server.engine.snapshot(0, 500);
+    let base = server.feeder.view.snapshot(0, 500, Default::default());
     {
         use gmv_core::sink::LiveSink;
         let feed = server.feed.clone();

@@ -227,7 +227,10 @@ impl DedupSet {
     /// The ids first seen since the last call, in arrival order (empty
     /// unless journaling is on).
     pub fn take_journal(&mut self) -> Vec<JournalEntry> {
-        self.journal.as_mut().map(std::mem::take).unwrap_or_default()
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Replays a journal taken from a set with the same bounds; the ids are
@@ -286,7 +289,12 @@ impl DedupSet {
 /// Whether inserting a new id at event time `at` first rotates the
 /// generations: `current` is full, or has aged past the retention.
 #[inline]
-fn rotation_due(gens: &Generations, cap: usize, retention_ms: Option<i64>, at: EpochMillis) -> bool {
+fn rotation_due(
+    gens: &Generations,
+    cap: usize,
+    retention_ms: Option<i64>,
+    at: EpochMillis,
+) -> bool {
     let since = gens.current_since.unwrap_or(at);
     gens.current.len() >= cap
         || retention_ms.is_some_and(|retention| at.saturating_sub(since) >= retention)

@@ -21,7 +21,10 @@ const INLINE_ID_BYTES: usize = 22;
 /// A merchant id held by the table.
 #[derive(Clone)]
 enum MerchantId {
-    Inline { len: u8, bytes: [u8; INLINE_ID_BYTES] },
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_ID_BYTES],
+    },
     Boxed(Box<str>),
 }
 
@@ -252,7 +255,9 @@ impl MerchantTable {
         for &at in &list {
             self.slots[at as usize].changed &= !mark;
         }
-        list.into_iter().map(|at| &self.slots[at as usize]).collect()
+        list.into_iter()
+            .map(|at| &self.slots[at as usize])
+            .collect()
     }
 
     /// Marks every merchant changed for publishing only (after a restore:

@@ -255,7 +255,11 @@ impl Partition {
     /// refused (here, or already by [`decode`]) is counted under its reason
     /// and handed back for the dead-letter sink.
     #[inline]
-    pub fn count(&mut self, position: i64, txn: Result<Txn<'_>, Rejection>) -> Result<(), Rejection> {
+    pub fn count(
+        &mut self,
+        position: i64,
+        txn: Result<Txn<'_>, Rejection>,
+    ) -> Result<(), Rejection> {
         self.consumed += 1;
         if self.first_position < 0 {
             self.first_position = position;
@@ -270,7 +274,10 @@ impl Partition {
 
     #[inline]
     fn dedup_and_add(&mut self, position: i64, txn: &Txn<'_>) -> Result<(), Rejection> {
-        match self.dedup.check_insert(txn.key, txn.fingerprint, txn.settled_at) {
+        match self
+            .dedup
+            .check_insert(txn.key, txn.fingerprint, txn.settled_at)
+        {
             Verdict::New => {
                 self.add(position, txn);
                 Ok(())
@@ -382,8 +389,16 @@ impl Partition {
     }
 
     #[inline(always)]
-    fn finish<'p, T>(&mut self, staged: Staged<'p, T>, refused: &mut impl FnMut(T, &'p [u8], Rejection)) {
-        let txn = staged.decoded.as_ref().map(Decoded::txn).map_err(Clone::clone);
+    fn finish<'p, T>(
+        &mut self,
+        staged: Staged<'p, T>,
+        refused: &mut impl FnMut(T, &'p [u8], Rejection),
+    ) {
+        let txn = staged
+            .decoded
+            .as_ref()
+            .map(Decoded::txn)
+            .map_err(Clone::clone);
         if let Err(rejection) = self.count(staged.position, txn) {
             refused(staged.item, staged.payload, rejection);
         }
@@ -514,9 +529,13 @@ impl Partition {
     fn absorb(&mut self, link: &Checkpoint) -> Result<(), StateError> {
         for m in &link.merchants {
             if m.mobile_gmv > m.gmv {
-                return Err(StateError::Invalid("a merchant's mobile GMV exceeds its GMV"));
+                return Err(StateError::Invalid(
+                    "a merchant's mobile GMV exceeds its GMV",
+                ));
             }
-            let at = self.merchants.slot(merchant_hash(&m.merchant_id), &m.merchant_id);
+            let at = self
+                .merchants
+                .slot(merchant_hash(&m.merchant_id), &m.merchant_id);
             let merchant = self.merchants.at_mut(at);
             merchant.gmv = m.gmv;
             merchant.mobile_gmv = m.mobile_gmv;
@@ -543,7 +562,10 @@ impl Partition {
         self.totals = Totals::default();
         self.threshold_merchants = vec![0; thresholds.len()];
         for merchant in self.merchants.iter_mut() {
-            let reached = thresholds.iter().take_while(|&&t| merchant.gmv >= t).count();
+            let reached = thresholds
+                .iter()
+                .take_while(|&&t| merchant.gmv >= t)
+                .count();
             merchant.next_threshold = reached as u8;
             self.totals.gmv += merchant.gmv;
             self.totals.mobile_gmv += merchant.mobile_gmv;
@@ -580,7 +602,9 @@ impl Partition {
 
     /// Bytes held: dedup tables, merchant table, series.
     pub fn allocated_bytes(&self) -> usize {
-        self.dedup.allocated_bytes() + self.merchants.allocated_bytes() + self.series.allocated_bytes()
+        self.dedup.allocated_bytes()
+            + self.merchants.allocated_bytes()
+            + self.series.allocated_bytes()
     }
 }
 

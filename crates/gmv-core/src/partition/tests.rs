@@ -30,9 +30,15 @@ fn duplicate_txn_is_counted_once_and_conflict_never() {
     assert!(feed(&mut p, 0, &e).is_ok());
     assert_eq!(feed(&mut p, 1, &e).unwrap_err().reason, Reason::Duplicate);
     let changed = event("t1", "m1", "11.00", "mobile", "2017-11-11T00:00:01+08:00");
-    assert_eq!(feed(&mut p, 2, &changed).unwrap_err().reason, Reason::Conflict);
+    assert_eq!(
+        feed(&mut p, 2, &changed).unwrap_err().reason,
+        Reason::Conflict
+    );
     let outside = event("t2", "m1", "10.00", "pc", "2017-11-12T00:00:00+08:00");
-    assert_eq!(feed(&mut p, 3, &outside).unwrap_err().reason, Reason::OutsideWindow);
+    assert_eq!(
+        feed(&mut p, 3, &outside).unwrap_err().reason,
+        Reason::OutsideWindow
+    );
     let delta = p.take_delta();
     assert_eq!(delta.totals.gmv, 1_000);
     assert_eq!(delta.consumed, 4);
@@ -47,7 +53,10 @@ fn duplicate_txn_is_counted_once_and_conflict_never() {
 fn an_invalid_record_does_not_claim_its_txn_id() {
     let mut p = partition();
     let bad = event("t1", "m1", "-1.00", "mobile", "2017-11-11T00:00:01+08:00");
-    assert_eq!(feed(&mut p, 0, &bad).unwrap_err().reason, Reason::InvalidAmount);
+    assert_eq!(
+        feed(&mut p, 0, &bad).unwrap_err().reason,
+        Reason::InvalidAmount
+    );
     let good = event("t1", "m1", "1.00", "mobile", "2017-11-11T00:00:01+08:00");
     assert!(feed(&mut p, 1, &good).is_ok());
 }
@@ -69,8 +78,18 @@ fn a_crossing_is_the_event_that_takes_the_merchant_over_in_log_order() {
         .iter()
         .map(|c| (c.threshold, c.gmv_at_crossing, c.position))
         .collect();
-    assert_eq!(seen, [(1_000, 2_100, 12), (2_000, 2_100, 12), (5_000, 4_900 + 100, 14)]);
-    assert_eq!(crossings[2].settled_at, p.settings().window.start_millis() + 5_000);
+    assert_eq!(
+        seen,
+        [
+            (1_000, 2_100, 12),
+            (2_000, 2_100, 12),
+            (5_000, 4_900 + 100, 14)
+        ]
+    );
+    assert_eq!(
+        crossings[2].settled_at,
+        p.settings().window.start_millis() + 5_000
+    );
     let delta = p.take_delta();
     assert_eq!(delta.threshold_merchants, vec![1, 1, 1]);
     assert_eq!(delta.crossings.len(), 3);
@@ -81,14 +100,32 @@ fn a_crossing_is_the_event_that_takes_the_merchant_over_in_log_order() {
 fn deltas_carry_each_change_once() {
     let mut p = partition();
     assert!(!p.has_unpublished());
-    feed(&mut p, 0, &event("a", "m1", "1.00", "mobile", "2017-11-11T00:00:01+08:00")).unwrap();
-    feed(&mut p, 1, &event("b", "m2", "2.00", "pc", "2017-11-11T01:00:01+08:00")).unwrap();
+    feed(
+        &mut p,
+        0,
+        &event("a", "m1", "1.00", "mobile", "2017-11-11T00:00:01+08:00"),
+    )
+    .unwrap();
+    feed(
+        &mut p,
+        1,
+        &event("b", "m2", "2.00", "pc", "2017-11-11T01:00:01+08:00"),
+    )
+    .unwrap();
     assert!(p.has_unpublished());
     let first = p.take_delta();
     assert_eq!(first.merchants.len(), 2);
-    assert_eq!(first.hours.iter().map(|(h, _)| *h).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(
+        first.hours.iter().map(|(h, _)| *h).collect::<Vec<_>>(),
+        [0, 1]
+    );
     assert!(!p.has_unpublished());
-    feed(&mut p, 2, &event("c", "m2", "3.00", "pc", "2017-11-11T01:00:02+08:00")).unwrap();
+    feed(
+        &mut p,
+        2,
+        &event("c", "m2", "3.00", "pc", "2017-11-11T01:00:02+08:00"),
+    )
+    .unwrap();
     let second = p.take_delta();
     assert_eq!(second.merchants.len(), 1);
     assert_eq!(second.merchants[0].gmv, 500);
@@ -115,7 +152,12 @@ fn day(n: usize) -> Vec<String> {
                 &format!("m{}", txn % 7),
                 "40000000.00",
                 if i % 3 == 0 { "pc" } else { "mobile" },
-                &format!("2017-11-11T{:02}:{:02}:{:02}+08:00", i / 3600 % 24, i / 60 % 60, i % 60),
+                &format!(
+                    "2017-11-11T{:02}:{:02}:{:02}+08:00",
+                    i / 3600 % 24,
+                    i / 60 % 60,
+                    i % 60
+                ),
             )
         })
         .collect()

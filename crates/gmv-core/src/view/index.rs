@@ -78,7 +78,8 @@ impl MerchantIndex {
         if n == 0 {
             return Vec::new();
         }
-        let mut heap: BinaryHeap<Reverse<(Fen, Reverse<String>)>> = BinaryHeap::with_capacity(n + 1);
+        let mut heap: BinaryHeap<Reverse<(Fen, Reverse<String>)>> =
+            BinaryHeap::with_capacity(n + 1);
         for item in self.map.iter() {
             let candidate = (item.gmv, Reverse(item.key().clone()));
             if heap.len() < n {
@@ -93,7 +94,9 @@ impl MerchantIndex {
             .map(|Reverse((gmv, Reverse(id)))| (gmv, id))
             .collect();
         top.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        top.into_iter().filter_map(|(_, id)| self.get(&id)).collect()
+        top.into_iter()
+            .filter_map(|(_, id)| self.get(&id))
+            .collect()
     }
 
     /// How many merchants have more GMV than `gmv` (a rank is this plus one).
@@ -147,6 +150,9 @@ mod tests {
         index.remove_slot(1);
         assert_eq!(index.len(), 2);
         assert!(index.get("c").is_none());
-        assert!(index.update(1, &m("a", 6)), "a merchant seen in two partitions is reported");
+        assert!(
+            index.update(1, &m("a", 6)),
+            "a merchant seen in two partitions is reported"
+        );
     }
 }

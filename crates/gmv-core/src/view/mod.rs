@@ -240,7 +240,8 @@ impl PartitionView {
     /// for the caller to pass on.
     fn apply(&mut self, delta: &Delta) {
         self.totals = delta.totals;
-        self.threshold_merchants.clone_from(&delta.threshold_merchants);
+        self.threshold_merchants
+            .clone_from(&delta.threshold_merchants);
         self.consumed = delta.consumed;
         self.rejected = delta.rejected;
         self.watermark = delta.watermark;
@@ -307,9 +308,22 @@ impl PartitionView {
     }
 
     /// The partition's own snapshot (what a Kafka processor publishes for it).
-    pub fn snapshot(&self, settings: &Settings, seq: u64, interval_ms: u64, latency: LatencyMs) -> Snapshot {
+    pub fn snapshot(
+        &self,
+        settings: &Settings,
+        seq: u64,
+        interval_ms: u64,
+        latency: LatencyMs,
+    ) -> Snapshot {
         let series = self.hours.figures(&settings.window, self.watermark);
-        assemble(settings, seq, interval_ms, [&self.figures(settings)], series, latency)
+        assemble(
+            settings,
+            seq,
+            interval_ms,
+            [&self.figures(settings)],
+            series,
+            latency,
+        )
     }
 
     /// Its hours.
@@ -473,8 +487,10 @@ impl LiveView {
 
     /// The live snapshot of every partition together.
     pub fn snapshot(&self, seq: u64, interval_ms: u64, latency: LatencyMs) -> Snapshot {
-        let figures: Vec<PartitionFigures> =
-            self.partitions().map(|v| v.figures(&self.settings)).collect();
+        let figures: Vec<PartitionFigures> = self
+            .partitions()
+            .map(|v| v.figures(&self.settings))
+            .collect();
         let series = self.global.figures(&self.settings.window, self.watermark());
         assemble(&self.settings, seq, interval_ms, &figures, series, latency)
     }
@@ -482,6 +498,23 @@ impl LiveView {
     /// A crossing as the published alert.
     pub fn alert_record(&self, crossing: &Crossing) -> AlertRecord {
         alert_record(&self.settings, crossing)
+    }
+
+    /// The whole window minute by minute.
+    pub fn day_series(&self) -> DaySeries {
+        let window = &self.settings.window;
+        DaySeries {
+            window: Some(WindowRange {
+                start: window.start_rfc3339(),
+                end: window.end_rfc3339(),
+            }),
+            watermark: self.watermark().map(|w| window.format(w)),
+            minutes: self
+                .global
+                .minutes()
+                .map(|(minute, cell)| minute_record(window, minute, &cell))
+                .collect(),
+        }
     }
 
     /// Records read over every partition.
@@ -519,7 +552,12 @@ impl LiveView {
                 .into_iter()
                 .map(|c| alert_record(&self.settings, c))
                 .collect(),
-            merchant_list: self.index.all_sorted().iter().map(merchant_record).collect(),
+            merchant_list: self
+                .index
+                .all_sorted()
+                .iter()
+                .map(merchant_record)
+                .collect(),
         }
     }
 }
@@ -540,33 +578,62 @@ pub struct Memory {
 impl LiveView {
     /// The partitions' memory, summed.
     pub fn memory(&self) -> Memory {
-        self.partitions().fold(
-            Memory::default(),
-            |m, v| Memory {
-                partitions: m.partitions + 1,
-                dedup_ids: m.dedup_ids + v.dedup_ids,
-                dedup_bytes: m.dedup_bytes + v.dedup_bytes,
-                state_bytes: m.state_bytes + v.state_bytes,
-            },
-        )
+        self.partitions().fold(Memory::default(), |m, v| Memory {
+            partitions: m.partitions + 1,
+            dedup_ids: m.dedup_ids + v.dedup_ids,
+            dedup_bytes: m.dedup_bytes + v.dedup_bytes,
+            state_bytes: m.state_bytes + v.state_bytes,
+        })
     }
 }
 
+/// How the source of a live view is doing, for operators (`/metrics`,
+/// `/readyz`, the operator view). Sources that split their input
+/// themselves leave most of it at its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// Whether the source has its partitions and has restored their state.
+    pub ready: bool,
+    /// Partitions held.
+    pub partitions: u64,
+    /// Per partition: (topic, partition, records between the next offset to
+    /// read and the partition's end).
+    pub lag: Vec<(String, i32, i64)>,
+    /// Rebalances (assignments and revocations) seen.
+    pub rebalances: u64,
+    /// When the newest checkpoint became durable (ms since the epoch).
+    pub last_checkpoint_ms: Option<i64>,
+}
+
 /// What readers on other threads (HTTP handlers) see of a live view: the
-/// merchant index, the latest snapshot and the memory figures. The
-/// publisher writes it once per tick; readers never wait on a partition.
+/// merchant index, the latest snapshot, the day's series, the memory
+/// figures, the latency histogram and the source's status. The publisher
+/// writes it once per tick (the source its status); readers never wait on
+/// a partition.
 #[derive(Default)]
 pub struct LiveState {
     index: Arc<MerchantIndex>,
     latest: parking_lot::RwLock<Option<Arc<Snapshot>>>,
+    day: parking_lot::RwLock<Arc<DaySeries>>,
     memory: parking_lot::RwLock<Memory>,
+    status: parking_lot::RwLock<SourceStatus>,
+    latency: Arc<crate::latency::Latency>,
 }
 
 impl LiveState {
-    /// A state reading `index`.
+    /// A state reading `index`, with a fresh latency histogram.
     pub fn new(index: Arc<MerchantIndex>) -> Self {
         Self {
             index,
+            ..Self::default()
+        }
+    }
+
+    /// A state reading `index` whose latency histogram is `latency`.
+    pub fn with_latency(index: Arc<MerchantIndex>, latency: Arc<crate::latency::Latency>) -> Self {
+        Self {
+            index,
+            latency,
             ..Self::default()
         }
     }
@@ -581,15 +648,40 @@ impl LiveState {
         self.latest.read().clone()
     }
 
+    /// The day's series as of the latest snapshot.
+    pub fn day_series(&self) -> Arc<DaySeries> {
+        self.day.read().clone()
+    }
+
     /// The memory figures as of the latest snapshot.
     pub fn memory(&self) -> Memory {
         *self.memory.read()
+    }
+
+    /// The latency histogram (record start → snapshot published).
+    pub fn latency(&self) -> &Arc<crate::latency::Latency> {
+        &self.latency
+    }
+
+    /// The source's status.
+    pub fn status(&self) -> SourceStatus {
+        self.status.read().clone()
+    }
+
+    /// Updates the source's status.
+    pub fn set_status(&self, update: impl FnOnce(&mut SourceStatus)) {
+        update(&mut self.status.write());
     }
 
     /// Publishes a new snapshot and memory figures.
     pub fn publish(&self, snapshot: Arc<Snapshot>, memory: Memory) {
         *self.latest.write() = Some(snapshot);
         *self.memory.write() = memory;
+    }
+
+    /// Publishes the day's series.
+    pub fn publish_day(&self, day: DaySeries) {
+        *self.day.write() = Arc::new(day);
     }
 }
 

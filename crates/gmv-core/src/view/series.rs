@@ -87,7 +87,9 @@ impl HourSeries {
     }
 
     /// Every minute with data, oldest first: (window minute, figures).
-    pub fn minutes(&self) -> impl DoubleEndedIterator<Item = (usize, crate::partition::MinuteCell)> + '_ {
+    pub fn minutes(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (usize, crate::partition::MinuteCell)> + '_ {
         self.hours.iter().enumerate().flat_map(|(h, cells)| {
             cells.iter().flat_map(move |cells| {
                 cells
@@ -150,7 +152,11 @@ impl HourSeries {
 }
 
 /// One minute of the series as published.
-pub fn minute_record(window: &Window, minute: usize, cell: &crate::partition::MinuteCell) -> MinuteRecord {
+pub fn minute_record(
+    window: &Window,
+    minute: usize,
+    cell: &crate::partition::MinuteCell,
+) -> MinuteRecord {
     MinuteRecord {
         minute: window.format(window.start_millis() + minute as i64 * 60_000),
         gmv_cny: crate::money::format_fen(cell.gmv),

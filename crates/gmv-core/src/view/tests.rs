@@ -55,7 +55,13 @@ fn report_over(records: &[String], partitions: u32, every: usize) -> Report {
 
 fn records() -> impl Strategy<Value = Vec<String>> {
     proptest::collection::vec(
-        (0usize..60, 0usize..9, 1u64..30_000, any::<bool>(), 0u32..200),
+        (
+            0usize..60,
+            0usize..9,
+            1u64..30_000,
+            any::<bool>(),
+            0u32..200,
+        ),
         1..150,
     )
     .prop_map(|specs| {

@@ -32,8 +32,7 @@ impl TopMerchants {
             return;
         }
         if let Some(old) = self.gmv_of.get_mut(&m.merchant_id) {
-            self.ranked
-                .remove(&(Reverse(*old), m.merchant_id.clone()));
+            self.ranked.remove(&(Reverse(*old), m.merchant_id.clone()));
             *old = m.gmv;
             self.ranked
                 .insert((Reverse(m.gmv), m.merchant_id.clone()), m.clone());

@@ -43,9 +43,12 @@ impl FileChunks {
         stop: CancellationToken,
     ) -> io::Result<Self> {
         let name = path.display().to_string();
-        let annotate = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {name}: {e}"));
+        let annotate =
+            |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {name}: {e}"));
         let file = File::open(path).map_err(|e| annotate("opening input", e))?;
-        let meta = file.metadata().map_err(|e| annotate("reading the metadata of", e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| annotate("reading the metadata of", e))?;
         if meta.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -195,7 +198,11 @@ mod tests {
     use proptest::prelude::*;
     use std::io::Write;
 
-    fn chunks_of(content: &[u8], chunk_bytes: usize, hold: usize) -> Vec<(Vec<u8>, Vec<(u32, u64)>)> {
+    fn chunks_of(
+        content: &[u8],
+        chunk_bytes: usize,
+        hold: usize,
+    ) -> Vec<(Vec<u8>, Vec<(u32, u64)>)> {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(content).unwrap();
         let source =

@@ -123,11 +123,18 @@ impl Cutter {
 
     /// Reads `fd` to its end (or until `stop`), handing chunks to `emit`
     /// (which says whether anyone still takes them).
-    fn run(&mut self, fd: RawFd, stop: &CancellationToken, mut emit: impl FnMut(Chunk) -> bool) -> io::Result<()> {
+    fn run(
+        &mut self,
+        fd: RawFd,
+        stop: &CancellationToken,
+        mut emit: impl FnMut(Chunk) -> bool,
+    ) -> io::Result<()> {
         loop {
             if stop.is_cancelled() {
                 if self.skipping.is_some() || self.pending.bytes.len() > self.whole {
-                    tracing::warn!("stopping: the part of a line read so far is not a record and is dropped");
+                    tracing::warn!(
+                        "stopping: the part of a line read so far is not a record and is dropped"
+                    );
                 }
                 self.emit_whole(&mut emit);
                 return Ok(());
@@ -136,7 +143,11 @@ impl Cutter {
                 Some(since) => self.options.linger.saturating_sub(since.elapsed()),
                 None => IDLE_POLL,
             };
-            let got = if readable(fd, wait)? { self.read(fd)? } else { None };
+            let got = if readable(fd, wait)? {
+                self.read(fd)?
+            } else {
+                None
+            };
             match got {
                 Some(0) => {
                     // End of input: the last line may lack its newline.
@@ -310,7 +321,14 @@ mod tests {
     fn a_stream_comes_back_whole_cut_at_newlines() {
         let (mut writer, reader) = UnixStream::pair().unwrap();
         let pool = Arc::new(BufferPool::default());
-        let source = StreamChunks::spawn("t", reader, options(8, 1 << 20), CancellationToken::new(), pool).unwrap();
+        let source = StreamChunks::spawn(
+            "t",
+            reader,
+            options(8, 1 << 20),
+            CancellationToken::new(),
+            pool,
+        )
+        .unwrap();
         let input = b"one\ntwo\nthree\nfour\nfive, without a newline";
         writer.write_all(input).unwrap();
         drop(writer);
@@ -326,12 +344,23 @@ mod tests {
     fn a_slow_feed_is_handed_on_after_the_linger() {
         let (mut writer, reader) = UnixStream::pair().unwrap();
         let pool = Arc::new(BufferPool::default());
-        let source = StreamChunks::spawn("t", reader, options(1 << 20, 1 << 20), CancellationToken::new(), pool.clone()).unwrap();
+        let source = StreamChunks::spawn(
+            "t",
+            reader,
+            options(1 << 20, 1 << 20),
+            CancellationToken::new(),
+            pool.clone(),
+        )
+        .unwrap();
         writer.write_all(b"first\n").unwrap();
         let started = Instant::now();
         let chunk = source.next_chunk(&pool).unwrap().unwrap();
         assert_eq!(chunk.bytes.bytes, b"first\n");
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         drop(writer);
         assert!(source.next_chunk(&pool).unwrap().is_none());
     }
@@ -341,7 +370,14 @@ mod tests {
         let (mut writer, reader) = UnixStream::pair().unwrap();
         let pool = Arc::new(BufferPool::default());
         let stop = CancellationToken::new();
-        let source = StreamChunks::spawn("t", reader, options(1 << 20, 1 << 20), stop.clone(), pool.clone()).unwrap();
+        let source = StreamChunks::spawn(
+            "t",
+            reader,
+            options(1 << 20, 1 << 20),
+            stop.clone(),
+            pool.clone(),
+        )
+        .unwrap();
         writer.write_all(b"a\nb\npartial").unwrap();
         std::thread::sleep(Duration::from_millis(100));
         stop.cancel();
@@ -355,7 +391,14 @@ mod tests {
     fn a_line_past_the_hold_limit_keeps_its_start_and_its_length() {
         let (mut writer, reader) = UnixStream::pair().unwrap();
         let pool = Arc::new(BufferPool::default());
-        let source = StreamChunks::spawn("t", reader, options(1 << 20, 5), CancellationToken::new(), pool).unwrap();
+        let source = StreamChunks::spawn(
+            "t",
+            reader,
+            options(1 << 20, 5),
+            CancellationToken::new(),
+            pool,
+        )
+        .unwrap();
         writer.write_all(b"ok\n0123456789").unwrap();
         // Let the reader take the first part on its own.
         std::thread::sleep(Duration::from_millis(200));

@@ -27,7 +27,12 @@ struct State {
 
 impl SynthChunks {
     /// Generates per `config`; `rate` of `None` or 0 means unpaced.
-    pub fn new(config: SynthConfig, rate: Option<u64>, chunk_bytes: usize, stop: CancellationToken) -> Self {
+    pub fn new(
+        config: SynthConfig,
+        rate: Option<u64>,
+        chunk_bytes: usize,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
             state: Mutex::new(State {
                 generator: Generator::new(config),

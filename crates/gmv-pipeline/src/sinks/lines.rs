@@ -66,7 +66,10 @@ impl DeadLetterFile {
     }
 
     fn annotate(&self, e: io::Error) -> io::Error {
-        io::Error::new(e.kind(), format!("writing dead-letter file {}: {e}", self.path.display()))
+        io::Error::new(
+            e.kind(),
+            format!("writing dead-letter file {}: {e}", self.path.display()),
+        )
     }
 }
 
@@ -74,7 +77,10 @@ impl DeadLetterSink for DeadLetterFile {
     fn keep(&self, letter: DeadLetter<'_>) -> io::Result<()> {
         let mut line = serde_json::to_vec(&DeadLetterRecord::new(&letter))?;
         line.push(b'\n');
-        self.out.lock().write_all(&line).map_err(|e| self.annotate(e))?;
+        self.out
+            .lock()
+            .write_all(&line)
+            .map_err(|e| self.annotate(e))?;
         self.kept.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -147,7 +147,9 @@ impl OutputFile {
             Target::Stdout(mut w) => w.flush().map_err(|e| error("writing", e)),
             Target::Stream(mut w) => w.flush().map_err(|e| error("writing", e)),
             Target::Atomic { file, target } => {
-                let file = file.into_inner().map_err(|e| error("writing", e.into_error()))?;
+                let file = file
+                    .into_inner()
+                    .map_err(|e| error("writing", e.into_error()))?;
                 file.as_file().sync_all().map_err(|e| error("writing", e))?;
                 file.persist(&target)
                     .map_err(|e| error("renaming into place", e.error))?;
@@ -206,7 +208,10 @@ mod tests {
         fs::write(&path, "old").unwrap();
         let error = write_output(&path, |w| {
             w.write_all(b"half")?;
-            Err(io::Error::new(io::ErrorKind::StorageFull, "No space left on device"))
+            Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "No space left on device",
+            ))
         })
         .unwrap_err();
         assert!(error.to_string().contains("report.json"), "{error}");
@@ -223,7 +228,10 @@ mod tests {
         fs::write(&real, "old").unwrap();
         symlink(&real, &link).unwrap();
         write_output(&link, |w| w.write_all(b"new")).unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read_to_string(&real).unwrap(), "new");
     }
 

@@ -101,7 +101,11 @@ impl Ledger {
             };
             entry.refusals.sort_by_key(|r| r.line);
             for refusal in &entry.refusals {
-                let origin = format!("{}:{}", self.name, state.base_line + u64::from(refusal.line) + 1);
+                let origin = format!(
+                    "{}:{}",
+                    self.name,
+                    state.base_line + u64::from(refusal.line) + 1
+                );
                 self.sink.keep(DeadLetter {
                     rejection: &refusal.rejection,
                     payload: &refusal.payload,

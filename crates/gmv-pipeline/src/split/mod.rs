@@ -96,7 +96,11 @@ impl Source for SplitSource {
         AlertOrder::Input
     }
 
-    fn start(self: Box<Self>, lifecycle: &Lifecycle, board: Board) -> Result<Vec<JoinHandle<()>>, TaskError> {
+    fn start(
+        self: Box<Self>,
+        lifecycle: &Lifecycle,
+        board: Board,
+    ) -> Result<Vec<JoinHandle<()>>, TaskError> {
         let owners = self.workers.max(1);
         let partitions = self.settings.partitions.max(1) as u32;
         let shared = Arc::new(Shared {
@@ -116,7 +120,9 @@ impl Source for SplitSource {
         });
         // Every partition is registered before any record is read: alerts
         // in input order wait for all of them.
-        let workers: Vec<Worker> = (0..owners).map(|owner| Worker::new(&shared, owner, &board)).collect();
+        let workers: Vec<Worker> = (0..owners)
+            .map(|owner| Worker::new(&shared, owner, &board))
+            .collect();
         workers
             .into_iter()
             .enumerate()
@@ -295,7 +301,10 @@ impl Worker {
                 Ok(txn) => Ok(txn.txn(bytes)),
                 Err(rejection) => Err(rejection.clone()),
             };
-            if let Err(rejection) = self.partitions[slot].0.count(position(index, record.line), txn) {
+            if let Err(rejection) = self.partitions[slot]
+                .0
+                .count(position(index, record.line), txn)
+            {
                 let span = record.start as usize..(record.start + record.len) as usize;
                 refusals.push(Refusal {
                     line: record.line,
@@ -316,7 +325,10 @@ impl Worker {
             handoff.offer(partition);
         }
         part.records.clear();
-        shared.spare_parts.lock().push(std::mem::take(&mut part.records));
+        shared
+            .spare_parts
+            .lock()
+            .push(std::mem::take(&mut part.records));
         shared.notify();
         Ok(())
     }

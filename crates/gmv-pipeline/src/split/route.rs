@@ -83,7 +83,12 @@ pub(crate) struct Routed {
 /// Decodes every record of `chunk`, appending each to the part of its
 /// partition's owner (`parts[partition % parts.len()]`); returns the number
 /// of lines in the chunk (blank ones included: they keep their numbers).
-pub(crate) fn route(settings: &Settings, partitions: u32, chunk: &Chunk, parts: &mut [Vec<Routed>]) -> u32 {
+pub(crate) fn route(
+    settings: &Settings,
+    partitions: u32,
+    chunk: &Chunk,
+    parts: &mut [Vec<Routed>],
+) -> u32 {
     let bytes = &chunk.bytes.bytes[..];
     let owners = parts.len() as u32;
     let mut truncated = chunk.truncated.iter().peekable();
@@ -107,7 +112,10 @@ pub(crate) fn route(settings: &Settings, partitions: u32, chunk: &Chunk, parts: 
         if record.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        while truncated.next_if(|&&(offset, _)| (offset as usize) < line_begin).is_some() {}
+        while truncated
+            .next_if(|&&(offset, _)| (offset as usize) < line_begin)
+            .is_some()
+        {}
         let cut = truncated
             .next_if(|&&(offset, _)| offset as usize == line_begin)
             .map(|&(_, full)| full);
@@ -182,14 +190,21 @@ mod tests {
         let settings = Settings::defaults();
         let escaped = r#"{"\u0074xn_id":"t2","merchant_id":"m-\u0031","amount":"1.00","channel":"mobile","settled_at":"2017-11-11T00:00:01+08:00"}"#;
         let decoy = r#"{"txn_id":"t3","merchant_id":"m-1","amount":"1.00","channel":"mobile \"txn_id\":\"x\"","settled_at":"2017-11-11T00:00:01+08:00"}"#;
-        let input = format!("\u{feff}{}\n\n{escaped}\r\n{decoy}\nnot json\n", record("t1", "m-1"));
+        let input = format!(
+            "\u{feff}{}\n\n{escaped}\r\n{decoy}\nnot json\n",
+            record("t1", "m-1")
+        );
         let c = chunk(0, input.as_bytes());
         let mut parts: Vec<Vec<Routed>> = (0..3).map(|_| Vec::new()).collect();
         assert_eq!(route(&settings, 16, &c, &mut parts), 5);
         let all: Vec<&Routed> = parts.iter().flatten().collect();
         assert_eq!(all.len(), 4, "the blank line is not a record");
         let valid: Vec<&Routed> = all.iter().copied().filter(|r| r.verdict.is_ok()).collect();
-        assert_eq!(valid.len(), 3, "BOM skipped, escapes decoded, decoy text ignored");
+        assert_eq!(
+            valid.len(),
+            3,
+            "BOM skipped, escapes decoded, decoy text ignored"
+        );
         // All three are merchant m-1: one partition, one owner.
         assert!(valid.iter().all(|r| r.partition == valid[0].partition));
         let lines: Vec<u32> = valid.iter().map(|r| r.line).collect();
@@ -197,6 +212,13 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(sorted, [0, 2, 3]);
         let txn = valid.iter().find(|r| r.line == 2).unwrap();
-        assert_eq!(txn.verdict.as_ref().unwrap().txn(&c.bytes.bytes).merchant_id, "m-1");
+        assert_eq!(
+            txn.verdict
+                .as_ref()
+                .unwrap()
+                .txn(&c.bytes.bytes)
+                .merchant_id,
+            "m-1"
+        );
     }
 }

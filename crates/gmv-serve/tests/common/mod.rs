@@ -1,10 +1,13 @@
-//! Shared test harness: an engine fed with synthetic events, a publisher
-//! step that does what the binary's publisher thread does, the server on
+//! Shared test harness: a partition fed with synthetic events, a publisher
+//! step that does what the pipeline's publisher does (delta into the view,
+//! alerts, snapshot into the live state and the feed), the server on
 //! 127.0.0.1:0, and a small SSE reader.
 #![allow(dead_code)]
 
+use gmv_core::partition::{decode, Decoded, Partition};
 use gmv_core::sink::LiveSink;
-use gmv_core::{Engine, Settings};
+use gmv_core::view::{LiveState, LiveView, PartitionKey};
+use gmv_core::Settings;
 use gmv_serve::{LiveFeed, ServeConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,16 +15,78 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A running server over a local engine.
+/// One local partition and what the pipeline's publisher does for it:
+/// deltas into the view, alerts to the feed, the snapshot into the live
+/// state and the feed.
+pub struct Feeder {
+    pub partition: Partition,
+    pub view: LiveView,
+    pub state: Arc<LiveState>,
+    pub feed: Arc<LiveFeed>,
+    pub position: i64,
+    pub seq: u64,
+    pub interval_ms: u64,
+}
+
+impl Feeder {
+    pub fn new(state: Arc<LiveState>, view: LiveView, feed: Arc<LiveFeed>) -> Self {
+        Self {
+            partition: Partition::new(view.settings().clone(), 1 << 20),
+            view,
+            state,
+            feed,
+            position: 0,
+            seq: 0,
+            interval_ms: 500,
+        }
+    }
+
+    /// Counts one record.
+    pub fn count(&mut self, payload: &[u8]) -> bool {
+        let decoded = decode(self.partition.settings(), payload);
+        let txn = decoded.as_ref().map(Decoded::txn).map_err(Clone::clone);
+        self.position += 1;
+        self.partition.count(self.position, txn).is_ok()
+    }
+
+    /// Counts `events` records of a synthetic stream.
+    pub fn count_from(
+        &mut self,
+        events: &mut impl Iterator<Item = gmv_synth::SynthRecord>,
+        n: usize,
+    ) {
+        for record in events.take(n) {
+            self.count(&record.payload);
+        }
+    }
+
+    /// One publisher tick: new alerts, then a snapshot. Returns the alerts
+    /// published.
+    pub fn publish(&mut self) -> usize {
+        let delta = self.partition.take_delta();
+        let applied = self.view.apply(&PartitionKey::split(0), "test", &delta);
+        for crossing in &applied.crossings {
+            self.feed.alert(&self.view.alert_record(crossing));
+        }
+        self.seq += 1;
+        let snapshot = Arc::new(
+            self.view
+                .snapshot(self.seq, self.interval_ms, Default::default()),
+        );
+        self.state.publish(snapshot.clone(), self.view.memory());
+        self.feed.snapshot(&snapshot);
+        applied.crossings.len()
+    }
+}
+
+/// A running server over one local partition.
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub engine: Arc<Engine>,
+    pub feeder: Feeder,
+    pub state: Arc<LiveState>,
     pub feed: Arc<LiveFeed>,
     pub shutdown: CancellationToken,
     pub server: JoinHandle<Result<(), gmv_serve::ServeError>>,
-    pub seq: u64,
-    pub alerts_sent: usize,
-    pub interval_ms: u64,
 }
 
 impl TestServer {
@@ -30,7 +95,8 @@ impl TestServer {
     }
 
     pub async fn start_with(config: ServeConfig) -> Self {
-        let engine = Arc::new(Engine::new(Settings::defaults()));
+        let view = LiveView::new(Arc::new(Settings::defaults()));
+        let state = Arc::new(LiveState::new(view.index()));
         let feed = Arc::new(LiveFeed::new(&config));
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -38,18 +104,16 @@ impl TestServer {
         let server = tokio::spawn(gmv_serve::serve(
             listener,
             feed.clone(),
-            engine.clone(),
+            state.clone(),
             shutdown.clone(),
         ));
         Self {
             addr,
-            engine,
+            feeder: Feeder::new(state.clone(), view, feed.clone()),
+            state,
             feed,
             shutdown,
             server,
-            seq: 0,
-            alerts_sent: 0,
-            interval_ms: 500,
         }
     }
 
@@ -58,40 +122,31 @@ impl TestServer {
     }
 
     /// Processes `events` synthetic records from `seed`'s stream.
-    pub fn process(&self, events: u64, seed: u64) {
-        let generator = gmv_synth::Generator::new(gmv_synth::SynthConfig {
+    pub fn process(&mut self, events: u64, seed: u64) {
+        let mut generator = gmv_synth::Generator::new(gmv_synth::SynthConfig {
             events,
             seed,
             ..Default::default()
         });
-        let mut worker = self.engine.worker();
-        for record in generator {
-            let _ = worker.process(&record.payload);
-        }
-        worker.flush();
+        self.feeder.count_from(&mut generator, events as usize);
     }
 
     /// Processes one hand-written event.
-    pub fn process_one(&self, txn: &str, merchant: &str, amount: &str) {
+    pub fn process_one(&mut self, txn: &str, merchant: &str, amount: &str) {
         let record = format!(
             r#"{{"txn_id":"{txn}","merchant_id":"{merchant}","amount":"{amount}","channel":"mobile","settled_at":"2017-11-11T00:00:07+08:00"}}"#
         );
-        let mut worker = self.engine.worker();
-        worker.process(record.as_bytes()).unwrap();
-        worker.flush();
+        assert!(self.feeder.count(record.as_bytes()));
     }
 
     /// One publisher tick: new alerts, then a snapshot. Returns the alerts published.
     pub fn publish(&mut self) -> usize {
-        let alerts = self.engine.alert_records(self.alerts_sent);
-        self.alerts_sent += alerts.len();
-        for alert in &alerts {
-            self.feed.alert(alert);
-        }
-        self.seq += 1;
-        self.feed
-            .snapshot(&Arc::new(self.engine.snapshot(self.seq, self.interval_ms)));
-        alerts.len()
+        self.feeder.publish()
+    }
+
+    /// The figures of the latest published snapshot.
+    pub fn figures(&self) -> gmv_core::output::Figures {
+        self.state.latest().expect("published").figures.clone()
     }
 
     pub async fn stop(self) {
