@@ -72,6 +72,9 @@ pub struct TopMerchant {
     /// Mobile GMV / GMV.
     #[serde(default)]
     pub mobile_share: f64,
+    /// Mobile GMV, CNY (the exact figure behind the share).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile_gmv_cny: Option<String>,
 }
 
 /// The figures shared by the report and the snapshot.

@@ -5,6 +5,7 @@
 use crate::config::KafkaConfig;
 use crate::outputs::{client_config, ensure_topics, wait_for_cluster, Cleanup};
 use crate::KafkaError;
+use gmv_pipeline::Lifecycle;
 use gmv_synth::{Generator, SynthConfig};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -12,8 +13,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Called now and then with (records produced, records in all).
@@ -27,8 +27,8 @@ pub struct GenerateOptions {
     pub synth: SynthConfig,
     /// Records per second; `None` is as fast as possible.
     pub rate: Option<u64>,
-    /// Set to stop early.
-    pub stop: Arc<AtomicBool>,
+    /// Cancelled to stop early.
+    pub stop: Lifecycle,
     /// Progress callback.
     pub progress: Option<Progress>,
 }
@@ -123,7 +123,7 @@ pub fn produce(options: GenerateOptions) -> Result<Generated, KafkaError> {
     let mut sent = 0u64;
     let mut last_progress = Instant::now();
     for record in Generator::new(synth) {
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_cancelled() {
             break;
         }
         if let Some(rate) = rate {

@@ -2,31 +2,32 @@
 //!
 //! # Layout
 //! - [`config`]: the `[kafka]` section, with librdkafka pass-through tables.
-//! - [`consumer`]: consumer-group ingestion. Each consumer thread is a group
-//!   member that owns whole partitions; each partition has its own
-//!   [`gmv_core::Engine`], restored from its checkpoint on assignment and
-//!   checkpointed (state + next offset, durably) before its offset is
-//!   committed. That is what makes totals exactly-once with respect to the log.
-//! - [`checkpoint`]: the checkpoint directory (write, fsync, rename; checksums;
-//!   fallback to the previous good link).
+//! - [`source`]: consumer-group ingestion as a source of the run loop. Each
+//!   consumer thread is a group member that owns whole partitions; each
+//!   partition is a [`gmv_core::Partition`], restored from its checkpoint on
+//!   assignment and checkpointed (state + next offset, durably) before its
+//!   offset is committed. That is what makes totals exactly-once with
+//!   respect to the log.
+//! - [`checkpoint`]: the checkpoint stores (a directory, or a compacted
+//!   changelog topic), and how a chain is chosen on restore.
 //! - [`outputs`]: the producer of dead letters, alerts and snapshots, and the
 //!   cluster chores (reach it, create topics, read back announced alerts).
-//! - [`publish`]: the snapshot publisher: per-partition partial snapshots to
-//!   the snapshots topic, and the process's merged view for local sinks.
+//! - [`snapshots`]: the publisher's sink for the snapshots topic.
 //! - [`wire`]: the records of the snapshots topic.
-//! - [`view`]: the global view assembled from the snapshots topic alone.
+//! - [`global`]: the global view rebuilt from the snapshots topic alone
+//!   (`gmv serve --from-kafka`), as another source of the same run loop.
 //! - [`generate`]: the synthetic 11.11 stream, produced into a topic.
 //! - [`mock`]: librdkafka's in-process mock cluster, the embedded default.
 #![deny(missing_docs)]
 
 pub mod checkpoint;
 pub mod config;
-pub mod consumer;
 pub mod generate;
+pub mod global;
 pub mod mock;
 pub mod outputs;
-pub mod publish;
-pub mod view;
+pub mod snapshots;
+pub mod source;
 pub mod wire;
 
 pub use config::KafkaConfig;
@@ -97,6 +98,18 @@ pub enum KafkaError {
         topic: String,
         /// Partition.
         partition: i32,
+    },
+    /// A partition's checkpoints are in a format this version does not
+    /// resume (user: finish with the version that wrote them, or start over
+    /// with a new store and group).
+    #[error("checkpoint of {topic}/{partition}: {why}; finish the day with the gmv-stream version that wrote it, or start over with a new kafka.checkpoint.dir (or kafka.checkpoint.topic) and kafka.group_id")]
+    Refused {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// What the checkpoint is.
+        why: String,
     },
     /// A checkpoint verified but could not be restored (internal bug).
     #[error("restoring {topic}/{partition}: {reason}")]

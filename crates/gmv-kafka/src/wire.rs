@@ -1,21 +1,23 @@
 //! The records of the snapshots topic, as `gmv serve --from-kafka` and any
 //! other reader find them.
 //!
-//! Each processor publishes, per partition it owns and at the publish
-//! cadence:
-//! - a [`PartitionSnapshot`] under key `partition/TOPIC/PARTITION`: the
-//!   contract's snapshot of that partition's figures (totals, thresholds,
-//!   top merchants, rejections, accounting with the offsets covered), plus
-//!   where it came from;
-//! - a [`SecondCounts`] under key `seconds/TOPIC/PARTITION/MINUTE` for each
-//!   minute whose per-second counts changed since the last publication, so
-//!   that a reader can sum them over partitions and find the exact global
-//!   peak second.
+//! Each processor publishes, for each partition it owns:
+//! - at the publish cadence, a [`PartitionSnapshot`] under key
+//!   `partition/TOPIC/PARTITION`: the contract's snapshot of that
+//!   partition's figures (totals, thresholds, top merchants, rejections,
+//!   accounting with the offsets covered), plus where it came from;
+//! - for each minute whose per-second counts changed, a [`SecondCounts`]
+//!   under `seconds/TOPIC/PARTITION/MINUTE`, so that a reader can sum them
+//!   over partitions and find the exact global peak second;
+//! - for each hour whose minutes changed, a [`MinuteSales`] under
+//!   `minutes/TOPIC/PARTITION/HOUR`: the day's curve, minute by minute;
+//! - every few seconds, a [`MerchantFigures`] under `merchant/ID` for each
+//!   merchant that changed, so a reader can look any merchant up.
 //!
-//! Both are "latest wins" per key: a reader keeps the last record of each key
-//! (the topic may be compacted).
+//! All are "latest wins" per key: a reader keeps the last record of each
+//! key (the topic may be compacted).
 
-use gmv_core::output::Snapshot;
+use gmv_core::output::{MinuteRecord, Snapshot};
 use serde::{Deserialize, Serialize};
 
 /// One partition's live snapshot.
@@ -50,6 +52,40 @@ pub struct SecondCounts {
     pub counts: Vec<u32>,
 }
 
+/// Sales per minute of one hour of the window, for one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteSales {
+    /// Always `"minutes"`.
+    pub kind: String,
+    /// The input topic.
+    pub topic: String,
+    /// The input partition.
+    pub partition: i32,
+    /// Hour index from the window start.
+    pub hour: u32,
+    /// The hour's minutes with sales.
+    pub minutes: Vec<MinuteRecord>,
+}
+
+/// One merchant's figures as one partition counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantFigures {
+    /// Always `"merchant"`.
+    pub kind: String,
+    /// The input topic.
+    pub topic: String,
+    /// The input partition.
+    pub partition: i32,
+    /// The merchant.
+    pub merchant_id: String,
+    /// Window GMV, CNY.
+    pub gmv_cny: String,
+    /// Mobile GMV, CNY.
+    pub mobile_gmv_cny: String,
+    /// Counted transactions.
+    pub transactions: u64,
+}
+
 impl PartitionSnapshot {
     /// The record key.
     pub fn key(topic: &str, partition: i32) -> String {
@@ -61,5 +97,19 @@ impl SecondCounts {
     /// The record key.
     pub fn key(topic: &str, partition: i32, minute: u32) -> String {
         format!("seconds/{topic}/{partition}/{minute}")
+    }
+}
+
+impl MinuteSales {
+    /// The record key.
+    pub fn key(topic: &str, partition: i32, hour: u32) -> String {
+        format!("minutes/{topic}/{partition}/{hour}")
+    }
+}
+
+impl MerchantFigures {
+    /// The record key.
+    pub fn key(merchant_id: &str) -> String {
+        format!("merchant/{merchant_id}")
     }
 }

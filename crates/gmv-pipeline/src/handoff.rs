@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 /// What an owner hands over.
 #[derive(Debug)]
 pub enum Message {
-    /// A delta of the partition.
-    Update(Handed),
+    /// A delta of the partition (boxed: it is large next to `Closed`).
+    Update(Box<Handed>),
     /// The partition's last message: it ended (`keep`: its figures stay in
     /// the view, as at the end of a file) or moved to another process.
     Closed {
@@ -131,8 +131,35 @@ impl Handoff {
         self.last = Instant::now();
         // This owner is the only sender, so an empty slot stays empty until
         // the send below; it fails only if the publisher is gone.
-        let handed = self.handed(partition);
+        let handed = Box::new(self.handed(partition));
         self.outbox.try_send(Message::Update(handed)).is_ok()
+    }
+
+    /// Hands over a delta made elsewhere (a reader of partitions published
+    /// by other processes), unless the slot is full: then it comes back, for
+    /// the caller to merge with the next.
+    pub fn hand(&mut self, delta: Delta) -> Option<Delta> {
+        if !self.outbox.is_empty() {
+            return Some(delta);
+        }
+        self.progress = self.progress.max(delta.next_position);
+        let handed = Box::new(Handed {
+            delta,
+            progress: self.progress,
+            starts: std::mem::take(&mut self.starts),
+        });
+        match self.outbox.try_send(Message::Update(handed)) {
+            Ok(()) => None,
+            Err(e) => match e.into_inner() {
+                Message::Update(handed) => Some(handed.delta),
+                Message::Closed { .. } => None,
+            },
+        }
+    }
+
+    /// Closes the partition without a last delta (its figures stay).
+    pub fn finish(self) {
+        let _ = self.outbox.send(Message::Closed { keep: true });
     }
 
     fn handed(&mut self, partition: &mut Partition) -> Handed {
@@ -150,7 +177,7 @@ impl Handoff {
     /// publisher to take them; `keep` says whether its figures stay in the
     /// view.
     pub fn close(mut self, partition: &mut Partition, keep: bool) {
-        let last = self.handed(partition);
+        let last = Box::new(self.handed(partition));
         let _ = self.outbox.send(Message::Update(last));
         let _ = self.outbox.send(Message::Closed { keep });
     }

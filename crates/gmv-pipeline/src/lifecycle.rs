@@ -30,6 +30,8 @@ pub enum StopCause {
 
 struct Inner {
     token: CancellationToken,
+    /// The last signal received (0: none), whether or not it was the cause.
+    signal: std::sync::atomic::AtomicI32,
     cause: Mutex<StopCause>,
     failure: Mutex<Option<TaskError>>,
     running: Mutex<usize>,
@@ -71,6 +73,7 @@ impl Lifecycle {
         Self {
             inner: Arc::new(Inner {
                 token: CancellationToken::new(),
+                signal: std::sync::atomic::AtomicI32::new(0),
                 cause: Mutex::new(StopCause::Running),
                 failure: Mutex::new(None),
                 running: Mutex::new(0),
@@ -105,6 +108,12 @@ impl Lifecycle {
         tracing::error!(%error, "stopping");
         self.inner.failure.lock().get_or_insert(error);
         self.cancel(StopCause::Failed);
+    }
+
+    /// The last signal received, if any (also after the run ended on its
+    /// own: a process that lingers, serving its results, waits for one).
+    pub fn signal(&self) -> Option<i32> {
+        Some(self.inner.signal.load(std::sync::atomic::Ordering::SeqCst)).filter(|&s| s != 0)
     }
 
     /// Why the run stopped (or [`StopCause::Running`]).

@@ -16,9 +16,9 @@ use crate::lifecycle::{Lifecycle, TaskError};
 use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
 use gmv_core::latency::StartRuns;
 use gmv_core::output::{AlertRecord, Snapshot};
-use gmv_core::partition::Crossing;
+use gmv_core::partition::{Crossing, MerchantFigures};
 use gmv_core::sink::LiveSink;
-use gmv_core::view::{LiveState, LiveView};
+use gmv_core::view::{LiveState, LiveView, PartitionKey};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,9 @@ pub struct Tick<'a> {
     pub alerts: &'a [AlertRecord],
     /// The view the snapshot was made from.
     pub view: &'a LiveView,
+    /// The merchants that changed since the last tick, by partition (only
+    /// collected when a sink [wants them](TickSink::wants_merchants)).
+    pub merchants: &'a [(PartitionKey, Vec<MerchantFigures>)],
     /// Time since the run started.
     pub elapsed: Duration,
     /// Whether this is the run's last tick.
@@ -52,6 +55,11 @@ pub struct Tick<'a> {
 pub trait TickSink: Send {
     /// One tick.
     fn tick(&mut self, tick: &Tick<'_>);
+    /// Whether the sink reads [`Tick::merchants`] (collecting them costs a
+    /// little per changed merchant, so only when asked).
+    fn wants_merchants(&self) -> bool {
+        false
+    }
 }
 
 /// Any [`LiveSink`] as a tick sink: the alerts, then the snapshot (so a
@@ -100,12 +108,18 @@ impl Publisher {
         let cadence = (options.interval / 4).max(Duration::from_millis(5));
         let (board, registrations) = Board::new(cadence);
         let (finish, finishing) = unbounded();
+        let merchants = options
+            .sinks
+            .iter()
+            .any(|s| s.wants_merchants())
+            .then(Vec::new);
         let run = Run {
             view,
             options,
             inboxes: Vec::new(),
             pending: Vec::new(),
             starts: Vec::new(),
+            merchants,
             seq: 0,
             started: Instant::now(),
             guard: lifecycle.guard(),
@@ -144,6 +158,8 @@ struct Run {
     pending: Vec<Crossing>,
     /// When the records of the deltas taken since the last tick started.
     starts: Vec<StartRuns>,
+    /// Merchants changed since the last tick, if a sink wants them.
+    merchants: Option<Vec<(PartitionKey, Vec<MerchantFigures>)>>,
     seq: u64,
     started: Instant,
     guard: crate::lifecycle::TaskGuard,
@@ -205,7 +221,7 @@ impl Run {
     fn take(&mut self, index: usize, message: Message) {
         let inbox = &mut self.inboxes[index];
         match message {
-            Message::Update(handed) => {
+            Message::Update(mut handed) => {
                 let applied = self.view.apply(&inbox.key, &inbox.member, &handed.delta);
                 self.view.advance(&inbox.key, handed.progress);
                 if !applied.moved_merchants.is_empty() {
@@ -217,6 +233,12 @@ impl Run {
                 }
                 self.pending.extend(applied.crossings);
                 self.starts.push(handed.starts);
+                if let Some(merchants) = &mut self.merchants {
+                    merchants.push((
+                        inbox.key.clone(),
+                        std::mem::take(&mut handed.delta.merchants),
+                    ));
+                }
             }
             Message::Closed { keep } => {
                 inbox.closed = true;
@@ -237,11 +259,17 @@ impl Run {
             interval_ms,
             self.options.state.latency().percentiles(),
         ));
+        let merchants = self
+            .merchants
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
         let tick = Tick {
             seq: self.seq,
             snapshot: &snapshot,
             alerts: &alerts,
             view: &self.view,
+            merchants: &merchants,
             elapsed: self.started.elapsed(),
             last,
         };

@@ -535,19 +535,16 @@ fn threshold_ladder(report: &PostEventReport, axis: &TimeAxis) -> Result<String,
 mod tests {
     use super::*;
     use crate::model::build;
-    use gmv_core::{Engine, Settings};
 
     fn run_with(events: &[(&str, &str, &str, &str)]) -> Report {
-        let engine = Engine::new(Settings::defaults());
-        let mut w = engine.worker();
+        let mut records = Vec::new();
         for (i, (merchant, amount, channel, at)) in events.iter().enumerate() {
             let e = format!(
                 r#"{{"txn_id":"t{i}","merchant_id":"{merchant}","amount":"{amount}","channel":"{channel}","settled_at":"{at}"}}"#
             );
-            assert!(w.process(e.as_bytes()).is_ok(), "{e}");
+            records.push(e);
         }
-        drop(w);
-        engine.report()
+        crate::test_support::report_of(&records)
     }
 
     #[test]

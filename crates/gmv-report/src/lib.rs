@@ -118,3 +118,30 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<PathBuf, ReportError> {
     std::fs::rename(&temporary, path).map_err(write_error)?;
     Ok(path.to_path_buf())
 }
+
+/// Runs of the engine for the unit tests.
+#[cfg(test)]
+mod test_support {
+    use gmv_core::output::Report;
+    use gmv_core::partition::{decode, Partition};
+    use gmv_core::view::{LiveView, PartitionKey};
+    use gmv_core::Settings;
+    use std::sync::Arc;
+
+    /// The report of `records` (each valid) through one partition.
+    pub fn report_of(records: &[String]) -> Report {
+        let settings = Arc::new(Settings::defaults());
+        let mut partition = Partition::new(settings.clone(), 1 << 16);
+        for (i, record) in records.iter().enumerate() {
+            let decoded =
+                decode(&settings, record.as_bytes()).unwrap_or_else(|e| panic!("{record}: {e:?}"));
+            assert!(
+                partition.count(i as i64, Ok(decoded.txn())).is_ok(),
+                "{record}"
+            );
+        }
+        let mut view = LiveView::new(settings);
+        view.apply(&PartitionKey::split(0), "test", &partition.take_delta());
+        view.report()
+    }
+}

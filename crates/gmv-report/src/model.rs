@@ -307,7 +307,6 @@ fn ladder(run: &Report) -> Result<Vec<ThresholdStep>, ContentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gmv_core::{Engine, Settings};
 
     fn event(txn: &str, merchant: &str, amount: &str, channel: &str, at: &str) -> String {
         format!(
@@ -317,8 +316,6 @@ mod tests {
 
     /// Two merchants; m-b crosses CNY 100M at 10:00, m-a at 01:30.
     fn small_run() -> Report {
-        let engine = Engine::new(Settings::defaults());
-        let mut w = engine.worker();
         let events = [
             (
                 "t1",
@@ -349,13 +346,11 @@ mod tests {
                 "2017-11-11T10:00:00.250+08:00",
             ),
         ];
-        for (txn, m, amount, channel, at) in events {
-            assert!(w
-                .process(event(txn, m, amount, channel, at).as_bytes())
-                .is_ok());
-        }
-        drop(w);
-        engine.report()
+        let records: Vec<String> = events
+            .into_iter()
+            .map(|(txn, m, amount, channel, at)| event(txn, m, amount, channel, at))
+            .collect();
+        crate::test_support::report_of(&records)
     }
 
     #[test]

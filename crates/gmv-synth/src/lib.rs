@@ -322,16 +322,22 @@ impl Iterator for Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gmv_core::{Engine, Reason, Settings};
+    use gmv_core::partition::{decode, Decoded, Partition};
+    use gmv_core::view::{LiveView, PartitionKey};
+    use gmv_core::{Reason, Settings};
+    use std::sync::Arc;
 
     fn run(cfg: SynthConfig) -> gmv_core::output::Report {
-        let engine = Engine::new(Settings::defaults());
-        let mut worker = engine.worker();
-        for record in Generator::new(cfg) {
-            let _ = worker.process(&record.payload);
+        let settings = Arc::new(Settings::defaults());
+        let mut partition = Partition::new(settings.clone(), 1 << 22);
+        for (i, record) in Generator::new(cfg).enumerate() {
+            let decoded = decode(&settings, &record.payload);
+            let txn = decoded.as_ref().map(Decoded::txn).map_err(Clone::clone);
+            let _ = partition.count(i as i64, txn);
         }
-        drop(worker);
-        engine.report()
+        let mut view = LiveView::new(settings);
+        view.apply(&PartitionKey::split(0), "test", &partition.take_delta());
+        view.report()
     }
 
     #[test]

@@ -168,6 +168,7 @@ pub fn top_merchant(m: &MerchantFigures) -> TopMerchant {
         gmv_cny: format_fen(m.gmv),
         transactions: m.transactions,
         mobile_share: share(m.mobile_gmv, m.gmv),
+        mobile_gmv_cny: Some(format_fen(m.mobile_gmv)),
     }
 }
 

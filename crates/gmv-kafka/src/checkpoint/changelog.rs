@@ -146,7 +146,7 @@ impl ChangelogTopic {
         checkpoint: &Checkpoint,
     ) -> Result<u64, KafkaError> {
         let (bytes, checksum) = checkpoint.encode_with_checksum();
-        let kind = Kind::of(checkpoint);
+        let kind = checkpoint.kind;
         let chunks: Vec<&[u8]> = bytes.chunks(CHUNK_BYTES).collect();
         let count = chunks.len().to_string();
         let mut pending = Vec::with_capacity(chunks.len());

@@ -60,7 +60,7 @@ impl CheckpointDir {
 
     fn write_link(&self, dir: &Path, checkpoint: &Checkpoint) -> io::Result<u64> {
         fs::create_dir_all(dir)?;
-        let kind = Kind::of(checkpoint);
+        let kind = checkpoint.kind;
         let (bytes, checksum) = checkpoint.encode_with_checksum();
         let path = dir.join(file_name(checkpoint.seq, kind));
         let tmp = dir.join(format!("{}.tmp", file_name(checkpoint.seq, kind)));
@@ -150,35 +150,43 @@ fn list(dir: &Path) -> io::Result<Vec<(u64, Kind, PathBuf)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gmv_core::{Engine, Settings};
+    use gmv_core::partition::{decode, Partition};
+    use gmv_core::Settings;
+    use std::sync::Arc;
 
-    fn engine_with(n: usize) -> Engine {
-        let engine = Engine::with_journal(Settings::defaults());
-        let mut w = engine.worker();
+    fn engine_with(n: usize) -> Partition {
+        let settings = Arc::new(Settings::defaults());
+        let mut partition = Partition::new(settings.clone(), 1 << 16).journaled();
         for i in 0..n {
             let e = format!(
                 r#"{{"txn_id":"t{i}","merchant_id":"m{}","amount":"1.00","channel":"mobile","settled_at":"2017-11-11T00:00:01+08:00"}}"#,
                 i % 5
             );
-            w.process(e.as_bytes()).unwrap();
+            let d = decode(&settings, e.as_bytes()).unwrap();
+            partition.count(i as i64, Ok(d.txn())).unwrap();
         }
-        drop(w);
-        engine
+        partition
+    }
+
+    /// Link `seq` of `partition`, claiming to cover offsets up to `next`.
+    fn link(partition: &mut Partition, seq: u64, parent: Option<u64>, next: i64) -> Checkpoint {
+        let mut checkpoint = partition.checkpoint(seq, parent);
+        checkpoint.first_offset = 0;
+        checkpoint.next_offset = next;
+        checkpoint
     }
 
     #[test]
     fn a_corrupt_newest_link_falls_back_to_the_one_before() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointDir::open(dir.path()).unwrap();
-        let engine = engine_with(10);
-        let first = store
-            .save("t", 0, &engine.checkpoint(1, None, 0, 10))
-            .unwrap();
+        let mut engine = engine_with(10);
+        let first = store.save("t", 0, &link(&mut engine, 1, None, 10)).unwrap();
         let second = store
-            .save("t", 0, &engine.checkpoint(2, Some(first), 0, 10))
+            .save("t", 0, &link(&mut engine, 2, Some(first), 10))
             .unwrap();
         store
-            .save("t", 0, &engine.checkpoint(3, Some(second), 0, 10))
+            .save("t", 0, &link(&mut engine, 3, Some(second), 10))
             .unwrap();
         let second = store.partition_dir("t", 0).join(file_name(2, Kind::Delta));
         let mut bytes = fs::read(&second).unwrap();
@@ -199,16 +207,12 @@ mod tests {
     fn a_truncated_base_falls_back_to_the_previous_base() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointDir::open(dir.path()).unwrap();
-        let engine = engine_with(10);
-        let first = store
-            .save("t", 3, &engine.checkpoint(1, None, 0, 5))
-            .unwrap();
+        let mut engine = engine_with(10);
+        let first = store.save("t", 3, &link(&mut engine, 1, None, 5)).unwrap();
         store
-            .save("t", 3, &engine.checkpoint(2, Some(first), 0, 7))
+            .save("t", 3, &link(&mut engine, 2, Some(first), 7))
             .unwrap();
-        store
-            .save("t", 3, &engine.checkpoint(3, None, 0, 10))
-            .unwrap();
+        store.save("t", 3, &link(&mut engine, 3, None, 10)).unwrap();
         let newest = store.partition_dir("t", 3).join(file_name(3, Kind::Base));
         let bytes = fs::read(&newest).unwrap();
         fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
@@ -225,11 +229,11 @@ mod tests {
     fn old_links_are_pruned_after_two_bases() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointDir::open(dir.path()).unwrap();
-        let engine = engine_with(3);
+        let mut engine = engine_with(3);
         let mut tip = None;
         for seq in 1..=7 {
             let extends = if seq % 3 == 1 { None } else { tip };
-            let checkpoint = engine.checkpoint(seq, extends, 0, seq as i64);
+            let checkpoint = link(&mut engine, seq, extends, seq as i64);
             tip = Some(store.save("t", 1, &checkpoint).unwrap());
         }
         // Bases at 1, 4, 7: 1..=3 pruned, 4..=7 kept.
@@ -246,23 +250,21 @@ mod tests {
     fn a_delta_that_extends_another_writers_link_ends_the_chain() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointDir::open(dir.path()).unwrap();
-        let owner = engine_with(10);
-        let base = store
-            .save("t", 2, &owner.checkpoint(1, None, 0, 10))
-            .unwrap();
+        let mut owner = engine_with(10);
+        let base = store.save("t", 2, &link(&mut owner, 1, None, 10)).unwrap();
         let owners_second = store
-            .save("t", 2, &owner.checkpoint(2, Some(base), 0, 12))
+            .save("t", 2, &link(&mut owner, 2, Some(base), 12))
             .unwrap();
         // A paused former owner wakes and writes its own link 2 over it
         // (self-consistent: its state and its offset) ...
-        let former = engine_with(10);
+        let mut former = engine_with(10);
         let formers_second = store
-            .save("t", 2, &former.checkpoint(2, Some(base), 0, 11))
+            .save("t", 2, &link(&mut former, 2, Some(base), 11))
             .unwrap();
         assert_ne!(formers_second, owners_second);
         // ... and the owner's link 3 extends the link 2 that is gone.
         store
-            .save("t", 2, &owner.checkpoint(3, Some(owners_second), 0, 14))
+            .save("t", 2, &link(&mut owner, 3, Some(owners_second), 14))
             .unwrap();
 
         let loaded = store.load("t", 2).unwrap();
@@ -275,5 +277,23 @@ mod tests {
         assert_eq!(loaded.tip, Some(formers_second));
         assert_eq!(loaded.set_aside.len(), 1, "{:?}", loaded.set_aside);
         assert!(loaded.set_aside[0].1.contains("two writers"));
+    }
+
+    #[test]
+    fn a_chain_in_an_earlier_format_is_refused_and_left_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointDir::open(dir.path()).unwrap();
+        let mut engine = engine_with(3);
+        store.save("t", 4, &link(&mut engine, 1, None, 3)).unwrap();
+        let path = store.partition_dir("t", 4).join(file_name(1, Kind::Base));
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        fs::write(&path, bytes).unwrap();
+        let loaded = store.load("t", 4).unwrap();
+        assert!(loaded.chain.is_empty());
+        assert!(loaded.set_aside.is_empty());
+        let why = loaded.refused.unwrap();
+        assert!(why.contains("checkpoint format 2"), "{why}");
+        assert!(path.exists(), "an old chain is not renamed aside");
     }
 }

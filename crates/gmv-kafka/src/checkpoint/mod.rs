@@ -2,8 +2,9 @@
 //! them is chosen on restore.
 //!
 //! A partition's checkpoints form a chain: a base (the whole state) followed
-//! by deltas (the dedup ids first seen since the previous link, plus the full
-//! figures), numbered 1, 2, ... Two stores keep such chains:
+//! by deltas (what changed since the previous link), numbered 1, 2, ... (the
+//! format is [`gmv_core::state`]'s, the same for every source). Two stores
+//! keep such chains:
 //! - [`dir`]: a local directory (write, fsync, rename). Processes that may
 //!   take over each other's partitions must share it.
 //! - [`changelog`]: a compacted Kafka topic, so that a partition's state
@@ -14,14 +15,16 @@
 //! verify. Every other link past that point (torn, corrupt, or following one
 //! that is) is set aside, with a warning naming it, so the partition resumes
 //! from the last good state and re-reads the log from that state's offset:
-//! never silently wrong totals.
+//! never silently wrong totals. A chain written by an earlier gmv-stream in
+//! a format this one does not resume is refused whole ([`Chain::refused`]):
+//! the partition does not start until someone decides what to do with it.
 
 pub mod changelog;
 pub mod dir;
 
 use crate::config::{KafkaConfig, StoreKind};
 use crate::KafkaError;
-use gmv_core::state::{Checkpoint, DedupPart};
+use gmv_core::state::{Checkpoint, StateError};
 
 pub use changelog::ChangelogTopic;
 pub use dir::CheckpointDir;
@@ -39,40 +42,7 @@ pub enum CheckpointStore {
 pub type Loaded = Chain<String>;
 
 /// A link's kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// The whole state.
-    Base,
-    /// New dedup ids since the previous link, plus the full figures.
-    Delta,
-}
-
-impl Kind {
-    /// The kind of `checkpoint`.
-    pub fn of(checkpoint: &Checkpoint) -> Self {
-        match checkpoint.dedup {
-            DedupPart::Base(_) => Kind::Base,
-            DedupPart::Delta(_) => Kind::Delta,
-        }
-    }
-
-    /// Its name in file names and record headers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Base => "base",
-            Kind::Delta => "delta",
-        }
-    }
-
-    /// The kind named `name`.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "base" => Some(Kind::Base),
-            "delta" => Some(Kind::Delta),
-            _ => None,
-        }
-    }
-}
+pub use gmv_core::state::CheckpointKind as Kind;
 
 impl CheckpointStore {
     /// Opens the store `config.checkpoint` names (its topic must exist).
@@ -135,6 +105,30 @@ pub struct Chain<L> {
     pub tip: Option<u64>,
     /// Links not to use: where each is, and why.
     pub set_aside: Vec<(L, String)>,
+    /// Why the partition's checkpoints cannot be resumed at all (written in
+    /// a format this version does not read); nothing is set aside then.
+    pub refused: Option<String>,
+}
+
+/// What is wrong with a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkProblem {
+    /// Torn, corrupt or out of place: set it aside and resume before it.
+    Damaged(String),
+    /// Sound, but in a format this version does not resume.
+    Refused(String),
+}
+
+impl From<&str> for LinkProblem {
+    fn from(why: &str) -> Self {
+        LinkProblem::Damaged(why.to_owned())
+    }
+}
+
+impl From<String> for LinkProblem {
+    fn from(why: String) -> Self {
+        LinkProblem::Damaged(why)
+    }
 }
 
 impl<L> Chain<L> {
@@ -148,6 +142,7 @@ impl<L> Chain<L> {
                 .into_iter()
                 .map(|(at, why)| (f(at), why))
                 .collect(),
+            refused: self.refused,
         }
     }
 }
@@ -161,8 +156,14 @@ impl<L> Chain<L> {
 /// them).
 pub fn select_chain<L: PartialEq + Clone>(
     links: &[(u64, Kind, L)],
-    mut read: impl FnMut(&L, u64) -> Result<(Checkpoint, u64), String>,
+    mut read: impl FnMut(&L, u64) -> Result<(Checkpoint, u64), LinkProblem>,
 ) -> Chain<L> {
+    let refuse = |why: String| Chain {
+        chain: Vec::new(),
+        tip: None,
+        set_aside: Vec::new(),
+        refused: Some(why),
+    };
     let mut chain = Vec::new();
     let mut tip = None;
     let mut set_aside = Vec::new();
@@ -174,7 +175,8 @@ pub fn select_chain<L: PartialEq + Clone>(
                 tip = Some(checksum);
                 break;
             }
-            Err(why) => set_aside.push((at.clone(), why)),
+            Err(LinkProblem::Refused(why)) => return refuse(why),
+            Err(LinkProblem::Damaged(why)) => set_aside.push((at.clone(), why)),
         }
     }
     if let Some(base_seq) = chain.first().map(|c| c.seq) {
@@ -184,8 +186,7 @@ pub fn select_chain<L: PartialEq + Clone>(
                 break;
             }
             match read(at, *seq) {
-                // Format-1 deltas name no parent; they are taken on sequence.
-                Ok((delta, _)) if delta.parent.is_some() && delta.parent != tip => {
+                Ok((delta, _)) if delta.parent != tip => {
                     set_aside.push((
                         at.clone(),
                         "extends a different link than the one before it (two writers: \
@@ -198,7 +199,8 @@ pub fn select_chain<L: PartialEq + Clone>(
                     chain.push(delta);
                     tip = Some(checksum);
                 }
-                Err(why) => {
+                Err(LinkProblem::Refused(why)) => return refuse(why),
+                Err(LinkProblem::Damaged(why)) => {
                     set_aside.push((at.clone(), why));
                     break;
                 }
@@ -216,14 +218,19 @@ pub fn select_chain<L: PartialEq + Clone>(
         chain,
         tip,
         set_aside,
+        refused: None,
     }
 }
 
 /// Verifies that `bytes` are the link numbered `seq`; returns it and its
 /// checksum.
-fn decode_link(bytes: &[u8], seq: u64) -> Result<(Checkpoint, u64), String> {
-    let (checkpoint, checksum) =
-        Checkpoint::decode_with_checksum(bytes).map_err(|e| e.to_string())?;
+fn decode_link(bytes: &[u8], seq: u64) -> Result<(Checkpoint, u64), LinkProblem> {
+    let (checkpoint, checksum) = Checkpoint::decode_with_checksum(bytes).map_err(|e| match e {
+        StateError::OldFormat(_) | StateError::UnsupportedVersion(_) => {
+            LinkProblem::Refused(e.to_string())
+        }
+        _ => LinkProblem::Damaged(e.to_string()),
+    })?;
     if checkpoint.seq != seq {
         return Err("sequence number differs from its name".into());
     }

@@ -195,14 +195,13 @@ impl ChunkSource for FileChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each chunk's bytes and its records cut at the hold limit.
+    type Read = Vec<(Vec<u8>, Vec<(u32, u64)>)>;
     use proptest::prelude::*;
     use std::io::Write;
 
-    fn chunks_of(
-        content: &[u8],
-        chunk_bytes: usize,
-        hold: usize,
-    ) -> Vec<(Vec<u8>, Vec<(u32, u64)>)> {
+    fn chunks_of(content: &[u8], chunk_bytes: usize, hold: usize) -> Read {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(content).unwrap();
         let source =

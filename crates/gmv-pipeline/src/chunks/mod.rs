@@ -19,7 +19,7 @@ mod stream;
 mod synth;
 
 pub use file::FileChunks;
-pub use stream::StreamChunks;
+pub use stream::{StreamChunks, StreamOptions};
 pub use synth::SynthChunks;
 
 use parking_lot::Mutex;

@@ -155,11 +155,12 @@ impl Cutter {
                     self.emit_whole(&mut emit);
                     return Ok(());
                 }
-                Some(_) => {
-                    if self.whole >= self.options.chunk_bytes && !self.emit_whole(&mut emit) {
-                        return Ok(());
-                    }
+                Some(_)
+                    if self.whole >= self.options.chunk_bytes && !self.emit_whole(&mut emit) =>
+                {
+                    return Ok(());
                 }
+                Some(_) => {}
                 None => {}
             }
             let lingered = self
@@ -296,6 +297,9 @@ fn readable(fd: RawFd, wait: Duration) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each chunk's bytes and its records cut at the hold limit.
+    type Read = Vec<(Vec<u8>, Vec<(u32, u64)>)>;
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
@@ -307,7 +311,7 @@ mod tests {
         }
     }
 
-    fn read_all(source: &StreamChunks) -> Vec<(Vec<u8>, Vec<(u32, u64)>)> {
+    fn read_all(source: &StreamChunks) -> Read {
         let pool = Arc::new(BufferPool::default());
         let mut out = Vec::new();
         while let Some(chunk) = source.next_chunk(&pool).unwrap() {

@@ -1,14 +1,18 @@
-//! Fixtures for the integration tests: runs of the real engine over the
+//! Fixtures for the integration tests: runs of the real engine (one
+//! partition, its view) over the
 //! deterministic synthetic stream, written where `write_report` can read them.
 
 #![allow(dead_code)]
 
 use gmv_core::config::{DedupConfig, EngineConfig, MoneyConfig, WindowConfig};
 use gmv_core::output::Report;
-use gmv_core::{Engine, Settings};
+use gmv_core::partition::{decode, Decoded, Partition};
+use gmv_core::view::{LiveView, PartitionKey};
+use gmv_core::Settings;
 use gmv_report::{write_report, ReportOptions, ReportSummary};
 use gmv_synth::{Generator, SynthConfig};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The 11.11 window of `year`.
 pub fn window(year: i32) -> WindowConfig {
@@ -31,14 +35,34 @@ pub fn synthetic_run(year: i32, cfg: SynthConfig) -> Report {
         window: settings.window,
         ..cfg
     };
-    let engine = Engine::new(settings);
-    let mut worker = engine.worker();
-    for record in Generator::new(cfg) {
-        // Rejections are counted by the engine; the fixture keeps no dead letters.
-        let _ = worker.process(&record.payload);
+    let settings = Arc::new(settings);
+    let mut partition = Partition::new(settings.clone(), settings.dedup_max_ids);
+    for (position, record) in Generator::new(cfg).enumerate() {
+        // Rejections are counted by the partition; the fixture keeps no dead letters.
+        let decoded = decode(&settings, &record.payload);
+        let _ = partition.count(
+            position as i64,
+            decoded.as_ref().map(Decoded::txn).map_err(Clone::clone),
+        );
     }
-    drop(worker);
-    engine.report()
+    let mut view = LiveView::new(settings);
+    view.apply(&PartitionKey::split(0), "fixture", &partition.take_delta());
+    view.report()
+}
+
+/// The report of `records` (each valid) through one partition.
+pub fn report_of(records: &[String]) -> Report {
+    let settings = Arc::new(Settings::defaults());
+    let mut partition = Partition::new(settings.clone(), 1 << 16);
+    for (i, record) in records.iter().enumerate() {
+        let decoded = decode(&settings, record.as_bytes()).expect("a valid record");
+        partition
+            .count(i as i64, Ok(decoded.txn()))
+            .expect("counted");
+    }
+    let mut view = LiveView::new(settings);
+    view.apply(&PartitionKey::split(0), "fixture", &partition.take_delta());
+    view.report()
 }
 
 /// This year's fixture: 20,000 records with every kind of trouble, 1,000

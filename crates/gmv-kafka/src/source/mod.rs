@@ -1,0 +1,233 @@
+//! Kafka as a source of the run loop: group members that own the topic's
+//! partitions, each a [`gmv_core::Partition`] fed straight from the message
+//! payloads in offset order, checkpointed with its offset.
+//!
+//! - [`member`]: one consumer thread in the group: rebalances, restores,
+//!   processing, checkpoints and commits.
+//! - [`task`]: one owned partition.
+//!
+//! [`prepare`] reaches the cluster, creates missing topics and opens the
+//! checkpoint store and the producer; it gives the [`KafkaSource`] to run
+//! and the [`SnapshotsTopic`] sink that publishes the process's partitions
+//! for `gmv serve --from-kafka`.
+
+mod member;
+mod task;
+
+use crate::checkpoint::CheckpointStore;
+use crate::config::{KafkaConfig, StoreKind};
+use crate::outputs::{ensure_topics, topic_partitions, wait_for_cluster, Cleanup, Outputs};
+use crate::snapshots::SnapshotsTopic;
+use crate::KafkaError;
+use gmv_core::partition::dedup_share;
+use gmv_core::view::LiveState;
+use gmv_core::Settings;
+use gmv_pipeline::{AlertOrder, Board, Lifecycle, Source, StopCause, TaskError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The Kafka source of one process: `members` consumer threads in the group.
+pub struct KafkaSource {
+    settings: Arc<Settings>,
+    config: KafkaConfig,
+    members: usize,
+    store: CheckpointStore,
+    outputs: Arc<Outputs>,
+    state: Arc<LiveState>,
+    dedup_share: usize,
+    hold_open: Option<Arc<AtomicBool>>,
+}
+
+/// What the member threads share.
+pub(crate) struct Shared {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) config: KafkaConfig,
+    pub(crate) store: CheckpointStore,
+    pub(crate) outputs: Arc<Outputs>,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) board: Board,
+    pub(crate) state: Arc<LiveState>,
+    /// Each partition's share of `dedup.max_ids`.
+    pub(crate) dedup_share: usize,
+    /// One flag per member: everything it owns is at the log's end and has
+    /// been for `exit_when_idle`.
+    pub(crate) idle: Vec<AtomicBool>,
+    /// Members that have made their final checkpoint and commit.
+    drained: AtomicUsize,
+}
+
+impl Shared {
+    /// Records the first fatal error and stops the run.
+    pub(crate) fn fail(&self, error: KafkaError) {
+        self.lifecycle.fail(Box::new(error));
+    }
+
+    /// Counts a rebalance that changed this process's partitions by `change`.
+    pub(crate) fn rebalanced(&self, change: i64) {
+        self.state.set_status(|s| {
+            s.rebalances += 1;
+            s.partitions = (s.partitions as i64 + change).max(0) as u64;
+            s.ready = true;
+        });
+    }
+
+    /// Notes a durable checkpoint.
+    pub(crate) fn checkpointed(&self) {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.state.set_status(|s| s.last_checkpoint_ms = Some(now));
+    }
+
+    /// Counts this member as drained and waits (bounded) for the others, so
+    /// that no member leaves the group, and so starts a rebalance, while
+    /// another is still committing its final offsets.
+    pub(crate) fn drained_wait_for_others(&self) {
+        self.drained.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.drained.load(Ordering::SeqCst) < self.idle.len() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether every member is idle.
+    fn all_idle(&self) -> bool {
+        self.idle.iter().all(|i| i.load(Ordering::SeqCst))
+    }
+}
+
+/// How a Kafka run is set up.
+pub struct KafkaOptions {
+    /// Engine settings.
+    pub settings: Arc<Settings>,
+    /// `[kafka]`.
+    pub config: KafkaConfig,
+    /// Group members (consumer threads) in this process.
+    pub members: usize,
+    /// What HTTP readers see; the source keeps its status current.
+    pub state: Arc<LiveState>,
+    /// Snapshot cadence (for the snapshots topic's records).
+    pub publish_interval: Duration,
+    /// While set, `kafka.exit_when_idle` may not end the run (an in-process
+    /// producer, as in `gmv demo`, is still producing).
+    pub hold_open: Option<Arc<AtomicBool>>,
+}
+
+/// Reaches the cluster, creates missing topics, opens the checkpoint store
+/// and the producer: the source to run, and the sink that publishes each
+/// partition to the snapshots topic.
+pub fn prepare(options: KafkaOptions) -> Result<(KafkaSource, SnapshotsTopic), KafkaError> {
+    let KafkaOptions {
+        settings,
+        config,
+        members,
+        state,
+        publish_interval,
+        hold_open,
+    } = options;
+    wait_for_cluster(&config)?;
+    let mut topics = vec![
+        (
+            config.input_topic.as_str(),
+            config.partitions,
+            Cleanup::Default,
+        ),
+        (&config.snapshots_topic, 1, Cleanup::Default),
+        (&config.alerts_topic, 1, Cleanup::Default),
+        (
+            &config.dead_letter_topic,
+            config.partitions,
+            Cleanup::Default,
+        ),
+    ];
+    if config.checkpoint.store == StoreKind::Topic {
+        topics.push((
+            &config.checkpoint.topic,
+            config.partitions,
+            Cleanup::Compact,
+        ));
+    }
+    ensure_topics(&config, &topics)?;
+    let partitions = topic_partitions(&config, &config.input_topic)?.unwrap_or(1);
+    let store = CheckpointStore::open(&config)?;
+    let outputs = Arc::new(Outputs::new(&config)?);
+    let sink = SnapshotsTopic::new(outputs.clone(), settings.clone(), publish_interval);
+    tracing::info!(
+        brokers = %config.brokers,
+        group = %config.group_id,
+        topic = %config.input_topic,
+        partitions,
+        members,
+        checkpoints = %match config.checkpoint.store {
+            StoreKind::Dir => format!("directory {}", config.checkpoint.dir.display()),
+            StoreKind::Topic => format!("changelog topic {}", config.checkpoint.topic),
+        },
+        "consuming"
+    );
+    Ok((
+        KafkaSource {
+            dedup_share: dedup_share(settings.dedup_max_ids, partitions),
+            settings,
+            config,
+            members: members.max(1),
+            store,
+            outputs,
+            state,
+            hold_open,
+        },
+        sink,
+    ))
+}
+
+impl Source for KafkaSource {
+    fn alert_order(&self) -> AlertOrder {
+        AlertOrder::Arrival
+    }
+
+    fn start(
+        self: Box<Self>,
+        lifecycle: &Lifecycle,
+        board: Board,
+    ) -> Result<Vec<JoinHandle<()>>, TaskError> {
+        let hold_open = self.hold_open;
+        let shared = Arc::new(Shared {
+            settings: self.settings,
+            idle: (0..self.members).map(|_| AtomicBool::new(false)).collect(),
+            config: self.config,
+            store: self.store,
+            outputs: self.outputs,
+            lifecycle: lifecycle.clone(),
+            board,
+            state: self.state,
+            dedup_share: self.dedup_share,
+            drained: AtomicUsize::new(0),
+        });
+        let mut handles = Vec::new();
+        for index in 0..shared.idle.len() {
+            let shared = shared.clone();
+            handles.push(lifecycle.spawn(&format!("gmv-member-{index}"), move || {
+                let result = member::run_member(shared.clone(), index);
+                // Whatever happened, what was sent goes out before the run ends.
+                let _ = shared.outputs.flush(shared.config.connect_timeout);
+                result.map_err(TaskError::from)
+            })?);
+        }
+        if shared.config.exit_when_idle.is_some() {
+            let watcher = lifecycle.clone();
+            handles.push(lifecycle.spawn("gmv-idle-watch", move || {
+                while !watcher.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(20));
+                    let held = hold_open.as_ref().is_some_and(|h| h.load(Ordering::SeqCst));
+                    if !held && shared.all_idle() {
+                        tracing::info!(
+                            "every partition is at its end: stopping (kafka.exit_when_idle)"
+                        );
+                        watcher.cancel(StopCause::Finished);
+                    }
+                }
+                Ok(())
+            })?);
+        }
+        Ok(handles)
+    }
+}

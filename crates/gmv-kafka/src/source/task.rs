@@ -1,0 +1,172 @@
+//! One owned partition of a member: its [`Partition`], its hand-off to the
+//! publisher, and where its checkpoints and fetches stand.
+
+use crate::outputs::Outputs;
+use gmv_core::partition::Partition;
+use gmv_core::view::alert_record;
+use gmv_pipeline::Handoff;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::Offset;
+use std::time::Duration;
+
+/// A member's bookkeeping for one owned partition.
+pub(crate) struct Task {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    /// The partition's state, written by this member's thread alone.
+    pub(crate) engine: Partition,
+    /// Its way to the publisher.
+    pub(crate) handoff: Handoff,
+    /// Sequence number of the last durable checkpoint (0: none).
+    pub(crate) seq: u64,
+    /// Checksum of the last durable checkpoint, which the next delta extends.
+    pub(crate) tip: Option<u64>,
+    pub(crate) deltas_since_base: u32,
+    /// Next offset in the last durable checkpoint (-1: none).
+    pub(crate) checkpointed_next: i64,
+    /// The next checkpoint must be a base (a save failed after the changes
+    /// since the last one were taken).
+    pub(crate) force_base: bool,
+    /// Crossings already offered to the alerts topic.
+    pub(crate) alerts_done: usize,
+    /// After (re)assignment at a checkpoint's offset: the first record must
+    /// be that offset. Some brokers (tansu 0.6) answer a fetch from inside a
+    /// record batch with the *next* batch; a record past the expected offset
+    /// is then a gap, and we fetch again from further back.
+    pub(crate) expect_first: Option<i64>,
+    /// How far back the next re-fetch starts.
+    pub(crate) refetch_back: i64,
+    /// A re-fetch has gone back to the log's start already.
+    pub(crate) refetched_from_low: bool,
+    /// A re-fetch was asked for during this batch: the rest of the batch's
+    /// records of this partition come from the old fetch position.
+    pub(crate) refetch_in_batch: bool,
+}
+
+impl Task {
+    /// A task over `engine` (fresh, or restored with its last link's `seq`,
+    /// checksum `tip`, `deltas` deltas since its base, and next offset).
+    pub(crate) fn new(
+        topic: &str,
+        partition: i32,
+        engine: Partition,
+        handoff: Handoff,
+        restored: Option<(u64, Option<u64>, u32)>,
+    ) -> Self {
+        let next = engine.next_position();
+        let (seq, tip, deltas) = restored.unwrap_or((0, None, 0));
+        Self {
+            topic: topic.to_owned(),
+            partition,
+            handoff,
+            seq,
+            tip,
+            deltas_since_base: deltas,
+            checkpointed_next: if restored.is_some() { next } else { -1 },
+            force_base: false,
+            // Restored crossings are offered again: the announced set (read
+            // from the alerts topic) drops those already out.
+            alerts_done: 0,
+            expect_first: (next >= 0).then_some(next),
+            refetch_back: 1024,
+            refetched_from_low: false,
+            refetch_in_batch: false,
+            engine,
+        }
+    }
+
+    /// Checks the first records after a (re)assignment; returns the part of
+    /// `run` that may be processed (empty while re-fetching).
+    pub(crate) fn skip_to_expected<'r, 'm, C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        run: &'r [BorrowedMessage<'m>],
+    ) -> &'r [BorrowedMessage<'m>] {
+        let Some(expected) = self.expect_first else {
+            return run;
+        };
+        if self.refetch_in_batch {
+            return &[];
+        }
+        // Records below the expected offset are already counted (processing
+        // skips them); the question is the first one at or after it.
+        let Some(at) = run.iter().position(|m| m.offset() >= expected) else {
+            return run;
+        };
+        let first = run[at].offset();
+        if first == expected {
+            self.expect_first = None;
+            return run;
+        }
+        let low = consumer
+            .fetch_watermarks(&self.topic, self.partition, Duration::from_secs(5))
+            .map_or(0, |(low, _)| low);
+        if low >= expected || self.refetched_from_low {
+            // Fetched from the log's start and still past it: the log really
+            // has a gap here (compaction or retention), not a fetch quirk.
+            tracing::warn!(
+                topic = %self.topic,
+                partition = self.partition,
+                expected,
+                first,
+                "records between the checkpoint and the first record fetched are gone from the log"
+            );
+            self.expect_first = None;
+            return run;
+        }
+        let from = expected.saturating_sub(self.refetch_back).max(low);
+        self.refetched_from_low = from == low;
+        tracing::debug!(topic = %self.topic, partition = self.partition, expected, first, from, "fetch skipped past the checkpoint offset; fetching again from further back");
+        if let Err(error) = consumer.seek(
+            &self.topic,
+            self.partition,
+            Offset::Offset(from),
+            Duration::from_secs(5),
+        ) {
+            tracing::warn!(%error, "re-fetching from before the checkpoint offset");
+        }
+        self.refetch_back = self.refetch_back.saturating_mul(4);
+        // librdkafka drops what the old position fetched once seek returns;
+        // what this batch still holds of it is skipped here.
+        self.refetch_in_batch = true;
+        &run[..at]
+    }
+
+    /// Counts a run of this partition's records in offset order: refused
+    /// ones to the dead-letter topic, new crossings to the alerts topic,
+    /// then a delta to the publisher if one is due.
+    pub(crate) fn process(&mut self, run: &[BorrowedMessage<'_>], outputs: &Outputs) {
+        let next = self.engine.next_position();
+        let handoff = &mut self.handoff;
+        let records = run.iter().filter_map(|message| {
+            let offset = message.offset();
+            if offset < next {
+                return None; // fetched again after a rebalance; already counted
+            }
+            if let Some(ts) = message.timestamp().to_millis() {
+                handoff.started(ts, 1);
+            }
+            Some((offset, offset, message.payload().unwrap_or_default()))
+        });
+        let (topic, partition) = (&self.topic, self.partition);
+        self.engine
+            .process_each(records, |offset, payload, rejection| {
+                outputs.dead_letter(&rejection, payload, topic, partition, offset);
+            });
+        self.announce(outputs);
+        self.handoff.offer(&mut self.engine);
+    }
+
+    /// Offers the crossings not yet offered to the alerts topic.
+    pub(crate) fn announce(&mut self, outputs: &Outputs) {
+        let crossings = self.engine.crossings();
+        if crossings.len() > self.alerts_done {
+            let settings = self.engine.settings().clone();
+            for crossing in &crossings[self.alerts_done..] {
+                outputs.alert(&alert_record(&settings, crossing));
+            }
+            self.alerts_done = crossings.len();
+        }
+    }
+}

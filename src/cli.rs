@@ -1,0 +1,246 @@
+//! The command line: every command, its flags, and the configuration layer
+//! the flags make. Flags override the configuration file and environment
+//! (see [`crate::config`]).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use figment::providers::Serialized;
+use figment::Figment;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "gmv",
+    version,
+    about = "Real-time GMV analytics over settled-transaction streams",
+    after_help = "Exit codes: 0 done; 1 runtime failure; 2 usage or configuration error; \
+                  130/143 stopped by SIGINT/SIGTERM (what was read is counted and reported)."
+)]
+pub struct Cli {
+    /// A TOML file layered over the embedded defaults (see config/default.toml).
+    #[arg(long, short, global = true, env = "GMV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr (level via RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Process newline-delimited JSON events from a file or stdin, or a Kafka topic, and write the report.
+    Run(RunArgs),
+    /// Run the synthetic 11.11 day through Kafka (an embedded cluster) and print the day's figures.
+    Demo(DemoArgs),
+    /// Write the synthetic 11.11 stream as newline-delimited JSON, or produce it into Kafka.
+    Generate(GenerateArgs),
+    /// Serve the live scoreboard from the Kafka snapshots topic alone (the global view).
+    Serve(ServeArgs),
+    /// Write the post-event report (report.json, merchants.csv, report.html) from a run's report.
+    Report(ReportArgs),
+    /// Print the merged configuration (defaults, file, environment) as TOML.
+    Config,
+}
+
+/// A command line that asks for something impossible (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The report JSON written by `gmv run --report`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// A previous year's report (from `gmv run` or `gmv report`) for growth figures.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+    /// Directory to write into (created if missing).
+    #[arg(long, short, default_value = "gmv-report")]
+    pub out: PathBuf,
+}
+
+/// Flags shared by every command that processes events.
+#[derive(Args)]
+pub struct EngineFlags {
+    /// Worker threads (overrides engine.workers; 0 = one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Snapshot cadence, e.g. 500ms (overrides publish.interval).
+    #[arg(long)]
+    pub publish_interval: Option<String>,
+    /// JSON-lines file for rejected records (overrides dead_letter.path).
+    #[arg(long)]
+    pub dead_letter: Option<PathBuf>,
+    /// Where to write the final report JSON (default: stdout for `run`, nowhere for `demo`).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Also write each threshold alert as a JSON line here.
+    #[arg(long)]
+    pub alerts: Option<PathBuf>,
+    /// Serve the live feed and scoreboard on this address, e.g. 127.0.0.1:8080 (sets http.bind).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Progress line on stderr: auto (when stderr is a terminal), always or never.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Input file of newline-delimited JSON events, or `-` for stdin.
+    #[arg(
+        long,
+        short,
+        required_unless_present = "kafka",
+        conflicts_with = "kafka"
+    )]
+    pub input: Option<PathBuf>,
+    /// Consume the input topic from this Kafka cluster (`host:port,...`; sets kafka.brokers).
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    #[command(flatten)]
+    pub kafka_flags: KafkaFlags,
+    #[command(flatten)]
+    pub engine: EngineFlags,
+}
+
+/// Flags of the Kafka commands (each overrides its `[kafka]` key).
+#[derive(Args, Default)]
+pub struct KafkaFlags {
+    /// Consumer group (kafka.group_id).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Checkpoint directory (kafka.checkpoint.dir).
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Exit once every owned partition has been at its end this long, e.g. 5s (kafka.exit_when_idle).
+    #[arg(long, value_name = "DURATION")]
+    pub exit_when_idle: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The Kafka cluster whose snapshots topic to read (sets kafka.brokers).
+    #[arg(long, value_name = "BROKERS")]
+    pub from_kafka: String,
+    /// Address to serve on (sets http.bind; default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Read what the topic holds now, print the assembled snapshot as JSON and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Records to generate.
+    #[arg(long, default_value_t = 3_000_000)]
+    pub events: u64,
+    /// Records per second; 0 = as fast as the engine goes.
+    #[arg(long, default_value_t = 50_000)]
+    pub rate: u64,
+    /// Do not serve the scoreboard (by default on http.bind, 127.0.0.1:8080).
+    #[arg(long)]
+    pub no_http: bool,
+    /// Exit when the stream ends instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub exit_when_done: bool,
+    /// Seed of the synthetic stream.
+    #[arg(long, default_value_t = 11)]
+    pub seed: u64,
+    /// Feed the engine directly instead of through the embedded Kafka cluster.
+    #[arg(long)]
+    pub no_kafka: bool,
+    #[command(flatten)]
+    pub engine: EngineFlags,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Records to write (including repeats and bad records).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Seed: the same seed and flags always give the same bytes.
+    #[arg(long, default_value_t = 11)]
+    pub seed: u64,
+    /// Output file, or `-` for stdout.
+    #[arg(long, short, default_value = "-")]
+    pub output: PathBuf,
+    /// Distinct merchants.
+    #[arg(long, default_value_t = 140_000)]
+    pub merchants: u64,
+    /// Share of verbatim redeliveries.
+    #[arg(long, default_value_t = 0.002)]
+    pub duplicate_share: f64,
+    /// Share of txn_id reuses with different content.
+    #[arg(long, default_value_t = 0.0002)]
+    pub conflict_share: f64,
+    /// Share of malformed or invalid records.
+    #[arg(long, default_value_t = 0.001)]
+    pub malformed_share: f64,
+    /// Share of events outside the festival window.
+    #[arg(long, default_value_t = 0.001)]
+    pub outside_window_share: f64,
+    /// Share of events in a foreign currency.
+    #[arg(long, default_value_t = 0.01)]
+    pub foreign_share: f64,
+    /// No repeats, bad records, foreign currency or out-of-window events.
+    #[arg(long)]
+    pub clean: bool,
+    /// Produce into this Kafka cluster's input topic instead of writing a file (sets kafka.brokers).
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    /// With --kafka: records per second (0 = as fast as the cluster takes them).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+}
+
+impl EngineFlags {
+    /// The flags as the top configuration layer.
+    pub fn overrides(&self) -> Figment {
+        let figment = set_if(Figment::new(), "engine.workers", self.workers);
+        let figment = set_if(figment, "publish.interval", self.publish_interval.as_ref());
+        let figment = set_if(figment, "dead_letter.path", self.dead_letter.as_ref());
+        set_if(figment, "http.bind", self.http.as_ref())
+    }
+}
+
+impl KafkaFlags {
+    /// The flags (and the cluster) as configuration overrides.
+    pub fn overrides(&self, brokers: Option<&str>) -> Figment {
+        let figment = set_if(Figment::new(), "kafka.brokers", brokers);
+        let figment = set_if(figment, "kafka.group_id", self.group.as_ref());
+        let figment = set_if(
+            figment,
+            "kafka.checkpoint.dir",
+            self.checkpoint_dir.as_ref(),
+        );
+        set_if(
+            figment,
+            "kafka.exit_when_idle",
+            self.exit_when_idle.as_ref(),
+        )
+    }
+}
+
+/// Layers `key = value` over `figment` when a flag gave a value.
+pub fn set_if<T: serde::Serialize>(figment: Figment, key: &str, value: Option<T>) -> Figment {
+    match value {
+        Some(value) => figment.merge(Serialized::default(key, value)),
+        None => figment,
+    }
+}
