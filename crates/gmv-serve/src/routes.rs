@@ -218,16 +218,34 @@ async fn merchant(State(app): State<AppState>, Path(id): Path<String>) -> Respon
     }
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
-    let metrics = match ask(&app.source, |s| s.metrics()).await {
-        Ok(metrics) => metrics,
+/// `/metrics`: OpenMetrics 1.0.0 when `Accept` asks for it, else the
+/// Prometheus text format 0.0.4 (see [`prometheus::Format::negotiate`]).
+/// The source is read and `/proc` too, so the whole scrape is rendered on
+/// the blocking pool.
+async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    let format = prometheus::Format::negotiate(&accept.join(","));
+    let feed = app.feed.clone();
+    let text = match ask(&app.source, move |s| {
+        prometheus::render(&s.metrics(), &feed, format)
+    })
+    .await
+    {
+        Ok(text) => text,
         Err(response) => return response,
     };
-    let mut response = prometheus::render(&metrics, &app.feed).into_response();
-    response.headers_mut().insert(
+    let mut response = text.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(prometheus::CONTENT_TYPE),
+        HeaderValue::from_static(format.content_type()),
     );
+    // Caches must not hand one format to a client that asked for the other.
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
     no_store(&mut response);
     response
 }
