@@ -254,15 +254,35 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// `/readyz`: `200` once the source has its input (partitions assigned and
+/// restored) and while snapshots are fresh; otherwise `503` with every
+/// condition that failed, so a rollout stuck on readiness says why.
 async fn readyz(State(app): State<AppState>) -> Response {
-    match app.feed.readiness() {
-        Ok(()) => "ready\n".into_response(),
-        Err(why) => (
+    let source = match ask(&app.source, |s| s.readiness()).await {
+        Ok(source) => source,
+        Err(response) => return response,
+    };
+    let failed: Vec<String> = [
+        source.err().map(|why| format!("source: {why}")),
+        app.feed
+            .readiness()
+            .err()
+            .map(|why| format!("snapshots: {why}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut response = if failed.is_empty() {
+        "ready\n".into_response()
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
+            format!("not ready: {}\n", failed.join("; ")),
         )
-            .into_response(),
-    }
+            .into_response()
+    };
+    no_store(&mut response);
+    response
 }
 
 async fn not_found() -> Response {

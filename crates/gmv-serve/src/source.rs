@@ -1,5 +1,5 @@
-//! What the HTTP side reads beyond snapshots: merchant look-ups and the
-//! figures behind `/metrics`. The [`LiveState`] a publisher keeps
+//! What the HTTP side reads beyond snapshots: merchant look-ups, readiness
+//! and the figures behind `/metrics`. The [`LiveState`] a publisher keeps
 //! (the live merchant index, the latest snapshot, the latency histogram,
 //! the source's status) is a [`FeedSource`] as it is, for a processor and
 //! for the global view read from Kafka alike.
@@ -23,6 +23,12 @@ pub trait FeedSource: Send + Sync + 'static {
     /// The whole window's sales minute by minute (for the day's chart).
     fn day_series(&self) -> std::sync::Arc<gmv_core::output::DaySeries> {
         std::sync::Arc::default()
+    }
+    /// Whether the source has its input (partitions assigned, their state
+    /// restored), and if not, what is missing, for `/readyz`. A source with
+    /// no partitions of its own to wait for is always ready.
+    fn readiness(&self) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -187,6 +193,20 @@ impl FeedSource for LiveState {
         metrics
     }
 
+    fn readiness(&self) -> Result<(), String> {
+        let status = self.status();
+        if status.ready {
+            Ok(())
+        } else if status.partitions == 0 {
+            Err("the source has no partitions assigned".into())
+        } else {
+            Err(format!(
+                "the source holds {} partitions but has not restored their state yet",
+                status.partitions
+            ))
+        }
+    }
+
     fn day_series(&self) -> std::sync::Arc<gmv_core::output::DaySeries> {
         LiveState::day_series(self)
     }
@@ -280,5 +300,33 @@ mod tests {
                 count: 0,
             }
         );
+    }
+
+    #[test]
+    fn a_live_state_is_ready_when_its_source_says_so_and_reports_its_status() {
+        let view = LiveView::new(Arc::new(Settings::defaults()));
+        let state = LiveState::new(view.index());
+        assert!(state.readiness().unwrap_err().contains("no partitions"));
+        state.set_status(|s| {
+            s.partitions = 3;
+            s.lag = vec![("t".into(), 2, 40), ("t".into(), 0, -1)];
+            s.rebalances = 2;
+            s.last_checkpoint_ms = Some(1_700_000_000_000);
+        });
+        assert!(state.readiness().unwrap_err().contains("3 partitions"));
+        state.set_status(|s| s.ready = true);
+        assert_eq!(state.readiness(), Ok(()));
+        let metrics = state.metrics();
+        assert_eq!(
+            (
+                metrics.partitions_assigned,
+                metrics.rebalances,
+                metrics.last_checkpoint_ms
+            ),
+            (3, 2, Some(1_700_000_000_000))
+        );
+        let lags: Vec<u64> = metrics.consumer_lag.iter().map(|p| p.lag).collect();
+        assert_eq!(lags, [40, 0]);
+        assert!(metrics.latency.is_some());
     }
 }

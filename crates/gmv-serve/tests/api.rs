@@ -228,7 +228,7 @@ async fn metrics_are_valid_prometheus_text_without_merchant_labels() {
 }
 
 #[tokio::test]
-async fn health_is_always_ok_and_readiness_follows_the_feed() {
+async fn health_is_always_ok_and_readiness_needs_the_source_and_fresh_snapshots() {
     let mut server = TestServer::start_with(gmv_serve::ServeConfig {
         stale_after: std::time::Duration::from_millis(300),
         ..Default::default()
@@ -238,13 +238,32 @@ async fn health_is_always_ok_and_readiness_follows_the_feed() {
     assert_eq!(get(&server.url("/healthz")).await.status(), 200);
     let response = get(&server.url("/readyz")).await;
     assert_eq!(response.status(), 503);
-    assert!(response.text().await.unwrap().contains("no snapshot"));
+    let body = response.text().await.unwrap();
+    assert!(body.contains("no partitions assigned"), "{body}");
+    assert!(body.contains("no snapshot"), "{body}");
+
     server.publish();
-    assert_eq!(get(&server.url("/readyz")).await.status(), 200);
+    let response = get(&server.url("/readyz")).await;
+    assert_eq!(response.status(), 503, "snapshots alone are not enough");
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("source:") && !body.contains("snapshots:"),
+        "{body}"
+    );
+
+    server.state.set_status(|s| s.partitions = 4);
+    let body = get(&server.url("/readyz")).await.text().await.unwrap();
+    assert!(body.contains("not restored"), "{body}");
+    server.state.set_status(|s| s.ready = true);
+    server.publish();
+    let response = get(&server.url("/readyz")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ready\n");
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let response = get(&server.url("/readyz")).await;
     assert_eq!(response.status(), 503);
-    assert!(response.text().await.unwrap().contains("old"));
+    let body = response.text().await.unwrap();
+    assert!(body.contains("old") && !body.contains("source:"), "{body}");
     assert_eq!(get(&server.url("/healthz")).await.status(), 200);
     server.stop().await;
 }
