@@ -218,16 +218,34 @@ async fn merchant(State(app): State<AppState>, Path(id): Path<String>) -> Respon
     }
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
-    let metrics = match ask(&app.source, |s| s.metrics()).await {
-        Ok(metrics) => metrics,
+/// `/metrics`: OpenMetrics 1.0.0 when `Accept` asks for it, else the
+/// Prometheus text format 0.0.4 (see [`prometheus::Format::negotiate`]).
+/// The source is read and `/proc` too, so the whole scrape is rendered on
+/// the blocking pool.
+async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    let format = prometheus::Format::negotiate(&accept.join(","));
+    let feed = app.feed.clone();
+    let text = match ask(&app.source, move |s| {
+        prometheus::render(&s.metrics(), &feed, format)
+    })
+    .await
+    {
+        Ok(text) => text,
         Err(response) => return response,
     };
-    let mut response = prometheus::render(&metrics, &app.feed).into_response();
-    response.headers_mut().insert(
+    let mut response = text.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(prometheus::CONTENT_TYPE),
+        HeaderValue::from_static(format.content_type()),
     );
+    // Caches must not hand one format to a client that asked for the other.
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
     no_store(&mut response);
     response
 }
@@ -236,15 +254,35 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// `/readyz`: `200` once the source has its input (partitions assigned and
+/// restored) and while snapshots are fresh; otherwise `503` with every
+/// condition that failed, so a rollout stuck on readiness says why.
 async fn readyz(State(app): State<AppState>) -> Response {
-    match app.feed.readiness() {
-        Ok(()) => "ready\n".into_response(),
-        Err(why) => (
+    let source = match ask(&app.source, |s| s.readiness()).await {
+        Ok(source) => source,
+        Err(response) => return response,
+    };
+    let failed: Vec<String> = [
+        source.err().map(|why| format!("source: {why}")),
+        app.feed
+            .readiness()
+            .err()
+            .map(|why| format!("snapshots: {why}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut response = if failed.is_empty() {
+        "ready\n".into_response()
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
+            format!("not ready: {}\n", failed.join("; ")),
         )
-            .into_response(),
-    }
+            .into_response()
+    };
+    no_store(&mut response);
+    response
 }
 
 async fn not_found() -> Response {

@@ -191,7 +191,7 @@ async fn metrics_are_valid_prometheus_text_without_merchant_labels() {
         );
     }
     let gmv: f64 = figures.gmv_cny.parse().unwrap();
-    assert!((value("gmv_gmv_cny", None) - gmv).abs() < 1.0);
+    assert_eq!(value("gmv_sales_cny", None), gmv);
     assert_eq!(
         value("gmv_dedup_ids", None),
         server.state.memory().dedup_ids as f64
@@ -199,8 +199,12 @@ async fn metrics_are_valid_prometheus_text_without_merchant_labels() {
     assert_eq!(value("gmv_snapshot_seq", None), 1.0);
     let age = value("gmv_snapshot_age_seconds", None);
     assert!((0.0..5.0).contains(&age), "{age}");
-    assert!(value("gmv_latency_seconds", Some(("quantile", "0.99"))) >= 0.0);
-    for name in ["gmv_events_per_second", "gmv_live_clients", "gmv_peak_tps"] {
+    for name in [
+        "gmv_events_per_second",
+        "gmv_live_clients",
+        "gmv_peak_transactions_per_second",
+        "gmv_build_info",
+    ] {
         value(name, None);
     }
     let label_names: HashSet<&str> = scrape
@@ -209,7 +213,14 @@ async fn metrics_are_valid_prometheus_text_without_merchant_labels() {
         .flat_map(|s| s.labels.keys().map(String::as_str))
         .collect();
     assert!(
-        label_names.is_subset(&HashSet::from(["reason", "quantile", "topic", "partition"])),
+        label_names.is_subset(&HashSet::from([
+            "reason",
+            "le",
+            "topic",
+            "partition",
+            "version",
+            "revision"
+        ])),
         "{label_names:?}"
     );
     assert!(!text.contains("m-0"), "no merchant appears in /metrics");
@@ -217,7 +228,7 @@ async fn metrics_are_valid_prometheus_text_without_merchant_labels() {
 }
 
 #[tokio::test]
-async fn health_is_always_ok_and_readiness_follows_the_feed() {
+async fn health_is_always_ok_and_readiness_needs_the_source_and_fresh_snapshots() {
     let mut server = TestServer::start_with(gmv_serve::ServeConfig {
         stale_after: std::time::Duration::from_millis(300),
         ..Default::default()
@@ -227,13 +238,32 @@ async fn health_is_always_ok_and_readiness_follows_the_feed() {
     assert_eq!(get(&server.url("/healthz")).await.status(), 200);
     let response = get(&server.url("/readyz")).await;
     assert_eq!(response.status(), 503);
-    assert!(response.text().await.unwrap().contains("no snapshot"));
+    let body = response.text().await.unwrap();
+    assert!(body.contains("no partitions assigned"), "{body}");
+    assert!(body.contains("no snapshot"), "{body}");
+
     server.publish();
-    assert_eq!(get(&server.url("/readyz")).await.status(), 200);
+    let response = get(&server.url("/readyz")).await;
+    assert_eq!(response.status(), 503, "snapshots alone are not enough");
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("source:") && !body.contains("snapshots:"),
+        "{body}"
+    );
+
+    server.state.set_status(|s| s.partitions = 4);
+    let body = get(&server.url("/readyz")).await.text().await.unwrap();
+    assert!(body.contains("not restored"), "{body}");
+    server.state.set_status(|s| s.ready = true);
+    server.publish();
+    let response = get(&server.url("/readyz")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ready\n");
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let response = get(&server.url("/readyz")).await;
     assert_eq!(response.status(), 503);
-    assert!(response.text().await.unwrap().contains("old"));
+    let body = response.text().await.unwrap();
+    assert!(body.contains("old") && !body.contains("source:"), "{body}");
     assert_eq!(get(&server.url("/healthz")).await.status(), 200);
     server.stop().await;
 }
