@@ -524,10 +524,12 @@
     return el;
   }
 
+  // The clock `offsetMin` after the window's start; the day's end is 24:00.
   function clockLabel(startTs, offsetMin) {
     const c = clockOf(startTs);
     const base = c ? Number(c.hh) * 60 + Number(c.mm) : 0;
-    const t = (((base + offsetMin) % 1440) + 1440) % 1440;
+    let t = (((base + offsetMin) % 1440) + 1440) % 1440;
+    if (t === 0 && offsetMin > 0) t = 1440;
     return String(Math.floor(t / 60)).padStart(2, "0") + ":" + String(t % 60).padStart(2, "0");
   }
 

@@ -6,7 +6,8 @@
 //! lists crossings by event time, keeps the day's curve across a reload,
 //! says when the feed goes stale, has an operator view, and throws no script
 //! errors. Screenshots go to `target/scoreboard-{16x9,ultrawide,portrait,
-//! phone,phone-full,720p,ops,stale}.png`.
+//! phone,phone-full,720p,milestone,ops,stale}.png` (and, from the ignored
+//! test, `scoreboard-evening-*.png`: the screen at 11.11 scale).
 //!
 //! Chromium is driven over the DevTools protocol on `--remote-debugging-pipe`
 //! (NUL-separated JSON on fds 3 and 4): no WebSocket, no extra crates.
@@ -535,9 +536,10 @@ fn scoreboard_follows_the_feed_and_looks_like_a_stage_display() {
     // A total-GMV milestone passed while watching is celebrated (one passed
     // before the page opened is not), then last year's total.
     let milestone = page.wait_for(
-        "window.__moments.find(m => m.kind === 'milestone')",
+        "!document.getElementById('moment').hidden && window.__moments.find(m => m.kind === 'milestone')",
         Duration::from_secs(15),
     );
+    page.screenshot(&target_dir().join("scoreboard-milestone.png"));
     let line = fen(milestone["line"].as_str().unwrap());
     assert_eq!(line % fen(MILESTONE_EVERY), 0, "{milestone}");
     let seq_then = milestone["seq"].as_u64().unwrap();
@@ -695,5 +697,60 @@ fn scoreboard_follows_the_feed_and_looks_like_a_stage_display() {
     browser.close();
     stop.store(true, Ordering::Relaxed);
     publisher.join().unwrap();
+    runtime.block_on(server.stop());
+}
+
+/// Screenshots of the screen late in the evening at 11.11 scale (most of a
+/// synthetic ¥168B day, past 2016's ¥120.7B), at every screen shape:
+/// `target/scoreboard-evening-*.png`. Not a check, a look:
+/// `cargo test -p gmv-serve --release --test browser -- --ignored`.
+#[test]
+#[ignore = "screenshots only, ~20 s: cargo test -p gmv-serve --release --test browser -- --ignored"]
+fn scoreboard_late_in_the_evening_at_full_scale() {
+    let Some(binary) = chromium() else {
+        println!("SKIPPED: no chromium found");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut server = runtime.block_on(TestServer::start_with(gmv_serve::ServeConfig {
+        baseline_label: Some("2016".into()),
+        baseline_gmv_cny: Some("120700000000.00".into()),
+        baseline_mobile_share: Some(gmv_serve::config::Fraction(0.82)),
+        ..Default::default()
+    }));
+    let mut events = stream();
+    for _ in 0..20 {
+        server.feeder.count_from(&mut events, 80_000);
+        server.publish();
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = Browser::launch(&binary, profile.path());
+    let target = browser.call(None, "Target.createTarget", json!({"url": "about:blank"}));
+    let attached = browser.call(
+        None,
+        "Target.attachToTarget",
+        json!({"targetId": target["targetId"], "flatten": true}),
+    );
+    let mut page = Page {
+        browser: &mut browser,
+        session: attached["sessionId"].as_str().unwrap().to_owned(),
+    };
+    page.call("Page.enable", json!({}));
+    for (name, width, height, mobile) in SCREENS {
+        set_screen(&mut page, width, height, mobile);
+        page.call("Page.navigate", json!({"url": server.url("/")}));
+        page.wait_for(
+            "document.body.dataset.day === 'loaded' && document.body.dataset.screen === 'loaded' && document.body.dataset.seq === '20' && document.querySelectorAll('#alerts .alert').length > 3",
+            Duration::from_secs(15),
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(page.eval(LAYOUT_PROBLEMS), json!([]), "at {name}");
+        page.screenshot(&target_dir().join(format!("scoreboard-evening-{name}.png")));
+    }
+    browser.close();
     runtime.block_on(server.stop());
 }
