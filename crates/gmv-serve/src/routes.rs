@@ -23,11 +23,14 @@
 use crate::feed::LiveFeed;
 use crate::source::FeedSource;
 use crate::{assets, prometheus, sse};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use gmv_core::output::DaySeries;
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -43,6 +46,27 @@ struct AppState {
     feed: Arc<LiveFeed>,
     source: Arc<dyn FeedSource>,
     shutdown: CancellationToken,
+    day: Arc<DayCache>,
+}
+
+/// The latest day series and its JSON: the publisher replaces the series
+/// once per tick, so a thousand screens reloading at once (after a network
+/// blip) cost one encoding per tick, not one each.
+#[derive(Default)]
+struct DayCache(Mutex<Option<(Arc<DaySeries>, Bytes)>>);
+
+impl DayCache {
+    /// `day` as JSON, encoded unless it is the series encoded last.
+    fn encode(&self, day: Arc<DaySeries>) -> serde_json::Result<Bytes> {
+        if let Some((cached, json)) = &*self.0.lock() {
+            if Arc::ptr_eq(cached, &day) {
+                return Ok(json.clone());
+            }
+        }
+        let json = Bytes::from(serde_json::to_vec(&*day)?);
+        *self.0.lock() = Some((day, json.clone()));
+        Ok(json)
+    }
 }
 
 /// The application's routes over a feed and a source. Streams end when
@@ -72,6 +96,7 @@ pub fn router(
             feed,
             source,
             shutdown,
+            day: Arc::default(),
         })
 }
 
@@ -137,12 +162,14 @@ async fn snapshot(State(app): State<AppState>) -> Response {
 }
 
 /// The day's series as of the latest tick, for a chart that survives a
-/// reload. Encoded on the blocking pool: a whole day is 1,440 minutes.
+/// reload. Encoded on the blocking pool (a whole day is 1,440 minutes),
+/// once per series ([`DayCache`]).
 async fn day(State(app): State<AppState>) -> Response {
     if app.feed.latest_published().is_none() {
         return not_yet();
     }
-    let encoded = ask(&app.source, |s| serde_json::to_vec(&*s.day_series())).await;
+    let cache = app.day.clone();
+    let encoded = ask(&app.source, move |s| cache.encode(s.day_series())).await;
     match encoded {
         Ok(Ok(json)) => {
             let mut response = json.into_response();
@@ -409,6 +436,18 @@ async fn not_found() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_day_series_is_encoded_once() {
+        let cache = DayCache::default();
+        let day = Arc::new(DaySeries::default());
+        let first = cache.encode(day.clone()).unwrap();
+        let again = cache.encode(day).unwrap();
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes");
+        let next = cache.encode(Arc::new(DaySeries::default())).unwrap();
+        assert_ne!(first.as_ptr(), next.as_ptr(), "a new series is encoded");
+        assert_eq!(next, first);
+    }
 
     #[test]
     fn top_n_defaults_caps_and_refuses_nonsense() {
