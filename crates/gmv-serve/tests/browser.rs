@@ -681,6 +681,7 @@ fn scoreboard_follows_the_feed_and_looks_like_a_stage_display() {
         "the operator view shows only the operator's figures"
     );
     assert_eq!(page.eval(LAYOUT_PROBLEMS), json!([]), "the operator view");
+    std::thread::sleep(Duration::from_millis(600)); // the badge's colour transition
     page.screenshot(&target_dir().join("scoreboard-ops.png"));
 
     browser.drain();
