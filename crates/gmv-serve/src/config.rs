@@ -1,11 +1,17 @@
-//! The `[http]` section of the configuration: where to listen and the bounds
-//! that keep the live feed's memory fixed however many screens connect.
+//! The `[http]` section of the configuration: where to listen, the bounds
+//! that keep the live feed's memory fixed however many screens connect, and
+//! what the gala screen celebrates (total-GMV milestones, last year's total).
 //!
 //! The publish cadence itself is not here: it is the publisher's
 //! (`[publish] interval`), and every snapshot carries it
 //! (`publish_interval_ms`), which is how readers judge staleness.
+//!
+//! Money is a decimal string in CNY, as everywhere in the configuration;
+//! the page gets the screen's keys as JSON from `GET /api/screen`
+//! ([`ServeConfig::screen`]).
 
 use gmv_core::config::ConfigError;
+use gmv_core::money::{parse_cny, AmountError};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -43,6 +49,55 @@ pub struct ServeConfig {
     /// hold it open forever).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// The screen celebrates each time the total GMV passes a multiple of
+    /// this, CNY (default every ¥10B).
+    pub milestone_every_cny: String,
+    /// Last year's name on the screen, e.g. `"2016"` (quoted: it is a
+    /// label). Needed with either baseline figure below.
+    pub baseline_label: Option<String>,
+    /// Last year's total GMV, CNY, e.g. `"120700000000.00"`: the screen
+    /// shows growth on it live and marks the moment it is passed. Unset: no
+    /// growth figure.
+    pub baseline_gmv_cny: Option<String>,
+    /// Last year's mobile share of GMV, a fraction 0..=1 (e.g. `0.82`),
+    /// shown beside this year's.
+    pub baseline_mobile_share: Option<Fraction>,
+}
+
+/// A fraction 0..=1 as written in the configuration (a share, not money).
+/// Compared bit for bit, so a configuration stays `Eq`; [`ServeConfig::validate`]
+/// refuses anything but a finite value in range.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Fraction(pub f64);
+
+impl PartialEq for Fraction {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Fraction {}
+
+/// What the scoreboard page needs from the configuration, as served at
+/// `GET /api/screen`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScreenSettings {
+    /// Total-GMV milestone spacing, CNY.
+    pub milestone_every_cny: String,
+    /// Last year's figures, when configured.
+    pub baseline: Option<Baseline>,
+}
+
+/// Last year's figures, for growth and "passed last year" on the screen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Its name, e.g. `"2016"`.
+    pub label: String,
+    /// Its total GMV, CNY.
+    pub gmv_cny: Option<String>,
+    /// Its mobile share, 0..=1.
+    pub mobile_share: Option<f64>,
 }
 
 impl Default for ServeConfig {
@@ -56,7 +111,21 @@ impl Default for ServeConfig {
             max_top: 1000,
             stale_after: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
+            milestone_every_cny: "10000000000.00".into(),
+            baseline_label: None,
+            baseline_gmv_cny: None,
+            baseline_mobile_share: None,
         }
+    }
+}
+
+/// Why a configured amount was refused, in the words of a config key.
+fn amount_problem(error: AmountError) -> &'static str {
+    match error {
+        AmountError::NotPositive => "must be more than 0",
+        AmountError::TooPrecise => "must have at most 2 decimal places (fen)",
+        AmountError::TooLarge => "is too large",
+        AmountError::NotANumber => "must be a decimal string of CNY, e.g. \"10000000000.00\"",
     }
 }
 
@@ -90,13 +159,67 @@ impl ServeConfig {
         if self.stale_after.is_zero() {
             errors.push(ConfigError::new(key("stale_after"), "must be more than 0"));
         }
+        if let Err(e) = parse_cny(&self.milestone_every_cny) {
+            errors.push(ConfigError::new(
+                key("milestone_every_cny"),
+                amount_problem(e),
+            ));
+        }
+        if let Some(gmv) = &self.baseline_gmv_cny {
+            if let Err(e) = parse_cny(gmv) {
+                errors.push(ConfigError::new(key("baseline_gmv_cny"), amount_problem(e)));
+            }
+        }
+        if let Some(Fraction(share)) = self.baseline_mobile_share {
+            if !(0.0..=1.0).contains(&share) {
+                errors.push(ConfigError::new(
+                    key("baseline_mobile_share"),
+                    "must be a fraction from 0 to 1, e.g. 0.82",
+                ));
+            }
+        }
+        let has_figure = self.baseline_gmv_cny.is_some() || self.baseline_mobile_share.is_some();
+        match self.baseline_label.as_deref().map(str::trim) {
+            None if has_figure => errors.push(ConfigError::new(
+                key("baseline_label"),
+                "must name last year (e.g. \"2016\") when a baseline figure is set",
+            )),
+            Some("") => errors.push(ConfigError::new(key("baseline_label"), "must not be empty")),
+            Some(label) if label.chars().count() > MAX_LABEL_CHARS => {
+                errors.push(ConfigError::new(
+                    key("baseline_label"),
+                    format!("must be at most {MAX_LABEL_CHARS} characters (it is on the screen)"),
+                ))
+            }
+            Some(_) if !has_figure => errors.push(ConfigError::new(
+                key("baseline_label"),
+                "names nothing: set baseline_gmv_cny or baseline_mobile_share too",
+            )),
+            _ => {}
+        }
         if errors.is_empty() {
             Ok(())
         } else {
             Err(errors)
         }
     }
+
+    /// The screen's keys as the page reads them (`GET /api/screen`); the
+    /// baseline only when it names a year.
+    pub fn screen(&self) -> ScreenSettings {
+        ScreenSettings {
+            milestone_every_cny: self.milestone_every_cny.trim().to_owned(),
+            baseline: self.baseline_label.as_ref().map(|label| Baseline {
+                label: label.trim().to_owned(),
+                gmv_cny: self.baseline_gmv_cny.as_ref().map(|g| g.trim().to_owned()),
+                mobile_share: self.baseline_mobile_share.map(|f| f.0),
+            }),
+        }
+    }
 }
+
+/// Longest `baseline_label`: it sits in a tile beside the growth figure.
+const MAX_LABEL_CHARS: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -143,5 +266,133 @@ mod tests {
                 "http.max_top"
             ]
         );
+    }
+
+    #[test]
+    fn screen_keys_default_to_ten_billion_milestones_and_no_baseline() {
+        let cfg = ServeConfig::default();
+        let screen = cfg.screen();
+        assert_eq!(screen.milestone_every_cny, "10000000000.00");
+        assert_eq!(screen.baseline, None);
+        let json = serde_json::to_value(&screen).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"milestone_every_cny": "10000000000.00", "baseline": null})
+        );
+    }
+
+    #[test]
+    fn last_years_figures_read_from_toml_and_reach_the_screen() {
+        let cfg: ServeConfig = toml::from_str(
+            "milestone_every_cny = \"5000000000.00\"\n\
+             baseline_label = \"2016\"\n\
+             baseline_gmv_cny = \"120700000000.00\"\n\
+             baseline_mobile_share = 0.82",
+        )
+        .unwrap();
+        assert!(cfg.validate("http").is_ok());
+        let screen = cfg.screen();
+        assert_eq!(screen.milestone_every_cny, "5000000000.00");
+        assert_eq!(
+            screen.baseline,
+            Some(Baseline {
+                label: "2016".into(),
+                gmv_cny: Some("120700000000.00".into()),
+                mobile_share: Some(0.82),
+            })
+        );
+        assert_eq!(cfg.clone(), cfg, "a configuration equals its copy");
+    }
+
+    /// `config/default.toml` documents `[http]` commented out (absent, it is
+    /// not served); every key shown there, uncommented, must read back as a
+    /// valid section with the values it claims.
+    #[test]
+    fn the_documented_http_section_is_valid() {
+        let default_toml = include_str!("../../../config/default.toml");
+        let section = default_toml
+            .split("\n# [http]\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("config/default.toml documents [http]");
+        let keys: String = section
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| {
+                line.split_once(" = ")
+                    .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|line| line.split("  #").next().unwrap_or(line).trim_end())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg: ServeConfig = toml::from_str(&keys).unwrap_or_else(|e| panic!("{e}\n{keys}"));
+        assert!(cfg.validate("http").is_ok());
+        assert_eq!(keys.lines().count(), 12, "{keys}");
+        let documented = ServeConfig {
+            baseline_label: Some("2016".into()),
+            baseline_gmv_cny: Some("120700000000.00".into()),
+            baseline_mobile_share: Some(Fraction(0.82)),
+            ..ServeConfig::default()
+        };
+        assert_eq!(cfg, documented);
+    }
+
+    #[test]
+    fn every_bad_screen_key_is_named_by_key() {
+        let keys = |cfg: ServeConfig| -> Vec<String> {
+            cfg.validate("http")
+                .unwrap_err()
+                .into_iter()
+                .map(|e| e.key)
+                .collect()
+        };
+        let cfg = ServeConfig {
+            milestone_every_cny: "0.00".into(),
+            baseline_label: None,
+            baseline_gmv_cny: Some("1.005".into()),
+            baseline_mobile_share: Some(Fraction(1.2)),
+            ..ServeConfig::default()
+        };
+        assert_eq!(
+            keys(cfg),
+            [
+                "http.milestone_every_cny",
+                "http.baseline_gmv_cny",
+                "http.baseline_mobile_share",
+                "http.baseline_label"
+            ]
+        );
+        for bad in [
+            "",
+            "ten",
+            "-5.00",
+            "1e9",
+            "99999999999999999999999999999999.00",
+        ] {
+            let cfg = ServeConfig {
+                milestone_every_cny: bad.into(),
+                ..ServeConfig::default()
+            };
+            assert_eq!(keys(cfg), ["http.milestone_every_cny"], "{bad:?}");
+        }
+        for label in ["", "a label far too long for a tile"] {
+            let cfg = ServeConfig {
+                baseline_label: Some(label.into()),
+                baseline_gmv_cny: Some("1.00".into()),
+                ..ServeConfig::default()
+            };
+            assert_eq!(keys(cfg), ["http.baseline_label"], "{label:?}");
+        }
+        let alone = ServeConfig {
+            baseline_label: Some("2016".into()),
+            ..ServeConfig::default()
+        };
+        assert_eq!(keys(alone), ["http.baseline_label"]);
+        let nan = ServeConfig {
+            baseline_label: Some("2016".into()),
+            baseline_mobile_share: Some(Fraction(f64::NAN)),
+            ..ServeConfig::default()
+        };
+        assert_eq!(keys(nan), ["http.baseline_mobile_share"]);
     }
 }

@@ -6,7 +6,11 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /` | the scoreboard page (and `/assets/scoreboard.{css,js}`) |
+//! | `GET /ops` | the same page as the operator view (also `/?ops`) |
 //! | `GET /api/snapshot` | the latest snapshot (`503` before the first) |
+//! | `GET /api/day` | the whole window minute by minute, a `DaySeries` (`503` before the first snapshot) |
+//! | `GET /api/screen` | what the page celebrates: `{"milestone_every_cny", "baseline": {"label", "gmv_cny", "mobile_share"} \| null}` |
+//! | `GET /api/ops` | the operator's figures (see [`Ops`]) |
 //! | `GET /api/live` | SSE: `snapshot` and `alert` events (`503` past `max_clients`) |
 //! | `GET /api/merchants/top?n=20` | `{"n": .., "merchants": [..]}`; `400` unless `n` is a whole number ≥ 1; capped at `max_top` |
 //! | `GET /api/merchants/{id}` | one merchant; `404` if it has no counted GMV |
@@ -19,11 +23,14 @@
 use crate::feed::LiveFeed;
 use crate::source::FeedSource;
 use crate::{assets, prometheus, sse};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use gmv_core::output::DaySeries;
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -39,6 +46,27 @@ struct AppState {
     feed: Arc<LiveFeed>,
     source: Arc<dyn FeedSource>,
     shutdown: CancellationToken,
+    day: Arc<DayCache>,
+}
+
+/// The latest day series and its JSON: the publisher replaces the series
+/// once per tick, so a thousand screens reloading at once (after a network
+/// blip) cost one encoding per tick, not one each.
+#[derive(Default)]
+struct DayCache(Mutex<Option<(Arc<DaySeries>, Bytes)>>);
+
+impl DayCache {
+    /// `day` as JSON, encoded unless it is the series encoded last.
+    fn encode(&self, day: Arc<DaySeries>) -> serde_json::Result<Bytes> {
+        if let Some((cached, json)) = &*self.0.lock() {
+            if Arc::ptr_eq(cached, &day) {
+                return Ok(json.clone());
+            }
+        }
+        let json = Bytes::from(serde_json::to_vec(&*day)?);
+        *self.0.lock() = Some((day, json.clone()));
+        Ok(json)
+    }
 }
 
 /// The application's routes over a feed and a source. Streams end when
@@ -50,9 +78,13 @@ pub fn router(
 ) -> Router {
     Router::new()
         .route("/", get(assets::index))
+        .route("/ops", get(assets::index))
         .route("/assets/scoreboard.css", get(assets::css))
         .route("/assets/scoreboard.js", get(assets::js))
         .route("/api/snapshot", get(snapshot))
+        .route("/api/day", get(day))
+        .route("/api/screen", get(screen))
+        .route("/api/ops", get(ops))
         .route("/api/live", get(live))
         .route("/api/merchants/top", get(top_merchants))
         .route("/api/merchants/{id}", get(merchant))
@@ -64,6 +96,7 @@ pub fn router(
             feed,
             source,
             shutdown,
+            day: Arc::default(),
         })
 }
 
@@ -126,6 +159,155 @@ async fn snapshot(State(app): State<AppState>) -> Response {
         }
         None => not_yet(),
     }
+}
+
+/// The day's series as of the latest tick, for a chart that survives a
+/// reload. Encoded on the blocking pool (a whole day is 1,440 minutes),
+/// once per series ([`DayCache`]).
+async fn day(State(app): State<AppState>) -> Response {
+    if app.feed.latest_published().is_none() {
+        return not_yet();
+    }
+    let cache = app.day.clone();
+    let encoded = ask(&app.source, move |s| cache.encode(s.day_series())).await;
+    match encoded {
+        Ok(Ok(json)) => {
+            let mut response = json.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            no_store(&mut response);
+            response
+        }
+        Ok(Err(encode)) => {
+            tracing::error!(error = %encode, "could not encode the day series");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error while encoding the day series",
+            )
+        }
+        Err(response) => response,
+    }
+}
+
+async fn screen(State(app): State<AppState>) -> Response {
+    json(&app.feed.config().screen())
+}
+
+/// `GET /api/ops`: what an operator watches during the show, in one JSON
+/// object. Figures come from the latest snapshot, the source's
+/// [`FeedSource::metrics`] and the feed's own counters; a field is `null`
+/// (or 0) until there is something to say.
+#[derive(Debug, Serialize)]
+pub(crate) struct Ops {
+    /// The latest snapshot's `seq`.
+    seq: Option<u64>,
+    /// Its wall clock at publish.
+    as_of: Option<String>,
+    /// Its event-time watermark.
+    watermark: Option<String>,
+    /// The publish cadence it declares.
+    publish_interval_ms: Option<u64>,
+    /// Milliseconds since the feed received it.
+    snapshot_age_ms: Option<u64>,
+    /// What `/readyz` says: fresh snapshots.
+    ready: bool,
+    /// Why not ready, when not.
+    not_ready: Option<String>,
+    /// Records read per second over the last few snapshots.
+    events_per_second: f64,
+    /// Records read (counted + rejected).
+    consumed: u64,
+    /// Records counted in GMV.
+    counted: u64,
+    /// Records rejected.
+    rejected: u64,
+    /// Rejections by reason (every reason present).
+    rejected_by_reason: gmv_core::reject::RejectCounts,
+    /// Processing latency percentiles, ms (`count` 0: not measured).
+    latency_ms: gmv_core::output::LatencyMs,
+    /// Kafka partitions seen: with lag figures or in the audit line (0 for
+    /// a source that splits its input itself).
+    partitions: usize,
+    /// Records behind the partitions' ends, summed.
+    lag_total: u64,
+    /// Per partition.
+    lag: Vec<OpsLag>,
+    /// Redelivery ids held.
+    dedup_ids: u64,
+    /// Bytes the dedup sets have allocated.
+    dedup_bytes: u64,
+    /// `/api/live` streams open.
+    live_clients: usize,
+    /// The cap on them (`http.max_clients`).
+    max_clients: usize,
+    /// Streams refused at the cap since start.
+    clients_refused: u64,
+    /// Alerts a slow reader never got (they left the replay ring).
+    alerts_skipped: u64,
+    /// Snapshots published since start.
+    snapshots_published: u64,
+    /// Alerts published since start.
+    alerts_published: u64,
+}
+
+/// One partition's lag in [`Ops`].
+#[derive(Debug, Serialize)]
+pub(crate) struct OpsLag {
+    topic: String,
+    partition: i32,
+    lag: u64,
+}
+
+async fn ops(State(app): State<AppState>) -> Response {
+    let metrics = match ask(&app.source, |s| s.metrics()).await {
+        Ok(metrics) => metrics,
+        Err(response) => return response,
+    };
+    let feed = &app.feed;
+    let latest = feed.latest_published();
+    let snapshot = latest.as_ref().map(|p| &p.snapshot);
+    let readiness = feed.readiness();
+    let (snapshots_published, alerts_published) = feed.published();
+    let audited = snapshot.map_or(0, |s| s.figures.accounting.partitions.len());
+    let body = Ops {
+        seq: snapshot.map(|s| s.seq),
+        as_of: snapshot.map(|s| s.as_of.clone()),
+        watermark: snapshot.and_then(|s| s.watermark.clone()),
+        publish_interval_ms: snapshot.map(|s| s.publish_interval_ms),
+        snapshot_age_ms: latest
+            .as_ref()
+            .map(|p| u64::try_from(p.received.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        ready: readiness.is_ok(),
+        not_ready: readiness.err(),
+        events_per_second: feed.events_per_second(),
+        consumed: metrics.consumed,
+        counted: metrics.counted,
+        rejected: metrics.rejected.total(),
+        rejected_by_reason: metrics.rejected,
+        latency_ms: metrics.latency_ms,
+        partitions: metrics.consumer_lag.len().max(audited),
+        lag_total: metrics.consumer_lag.iter().map(|l| l.lag).sum(),
+        lag: metrics
+            .consumer_lag
+            .into_iter()
+            .map(|l| OpsLag {
+                topic: l.topic,
+                partition: l.partition,
+                lag: l.lag,
+            })
+            .collect(),
+        dedup_ids: metrics.dedup_ids,
+        dedup_bytes: metrics.dedup_bytes,
+        live_clients: feed.clients(),
+        max_clients: feed.config().max_clients,
+        clients_refused: feed.stats.clients_refused.load(Relaxed),
+        alerts_skipped: feed.stats.alerts_skipped.load(Relaxed),
+        snapshots_published,
+        alerts_published,
+    };
+    json(&body)
 }
 
 fn not_yet() -> Response {
@@ -292,6 +474,18 @@ async fn not_found() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_day_series_is_encoded_once() {
+        let cache = DayCache::default();
+        let day = Arc::new(DaySeries::default());
+        let first = cache.encode(day.clone()).unwrap();
+        let again = cache.encode(day).unwrap();
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes");
+        let next = cache.encode(Arc::new(DaySeries::default())).unwrap();
+        assert_ne!(first.as_ptr(), next.as_ptr(), "a new series is encoded");
+        assert_eq!(next, first);
+    }
 
     #[test]
     fn top_n_defaults_caps_and_refuses_nonsense() {

@@ -50,6 +50,118 @@ async fn snapshot_is_unavailable_until_published_then_matches_the_view() {
 }
 
 #[tokio::test]
+async fn day_series_is_unavailable_until_published_then_has_every_minute() {
+    let mut server = TestServer::start().await;
+    let response = get(&server.url("/api/day")).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert!(response.json::<Value>().await.unwrap()["error"].is_string());
+
+    // Enough of the synthetic day to cover more minutes than a snapshot
+    // carries, so the series is more than `recent_minutes`.
+    server.process(200_000, 7);
+    server.publish();
+    let response = get(&server.url("/api/day")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let day: gmv_core::output::DaySeries = response.json().await.unwrap();
+    let snapshot = server.state.latest().unwrap();
+    assert_eq!(day.window.as_ref(), Some(&snapshot.figures.window));
+    assert_eq!(day.watermark, snapshot.watermark);
+    assert!(
+        day.minutes.len() > snapshot.recent_minutes.len(),
+        "{} minutes in the day, {} in the snapshot",
+        day.minutes.len(),
+        snapshot.recent_minutes.len()
+    );
+    assert!(day.minutes.windows(2).all(|w| w[0].minute < w[1].minute));
+    assert!(day.minutes.ends_with(&snapshot.recent_minutes));
+    let fen = |cny: &str| gmv_core::money::parse_cny(cny).unwrap_or(0);
+    let total: u64 = day.minutes.iter().map(|m| fen(&m.gmv_cny)).sum();
+    assert_eq!(
+        total,
+        fen(&snapshot.figures.gmv_cny),
+        "the minutes add up to the GMV"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn screen_settings_come_from_the_http_section() {
+    let server = TestServer::start_with(gmv_serve::ServeConfig {
+        milestone_every_cny: "5000000000.00".into(),
+        baseline_label: Some("2016".into()),
+        baseline_gmv_cny: Some("120700000000.00".into()),
+        baseline_mobile_share: Some(gmv_serve::config::Fraction(0.82)),
+        ..Default::default()
+    })
+    .await;
+    let response = get(&server.url("/api/screen")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "milestone_every_cny": "5000000000.00",
+            "baseline": {"label": "2016", "gmv_cny": "120700000000.00", "mobile_share": 0.82}
+        })
+    );
+    server.stop().await;
+
+    let server = TestServer::start().await;
+    let body: Value = get(&server.url("/api/screen")).await.json().await.unwrap();
+    assert_eq!(body["milestone_every_cny"], "10000000000.00");
+    assert!(body["baseline"].is_null());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ops_figures_follow_the_feed_and_count_live_streams() {
+    let mut server = TestServer::start().await;
+    let body: Value = get(&server.url("/api/ops")).await.json().await.unwrap();
+    assert!(body["seq"].is_null());
+    assert_eq!(body["ready"], false);
+    assert!(body["not_ready"].as_str().unwrap().contains("no snapshot"));
+
+    server.process(20_000, 7);
+    server.publish();
+    let mut stream = common::SseReader::connect(&server.url("/api/live"), None).await;
+    assert_eq!(stream.next().await.event, "snapshot");
+    let response = get(&server.url("/api/ops")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    let figures = server.figures();
+    assert_eq!(body["seq"], 1);
+    assert_eq!(body["ready"], true);
+    assert!(body["not_ready"].is_null());
+    assert_eq!(body["consumed"], 20_000);
+    assert_eq!(body["counted"], figures.accounting.counted);
+    assert_eq!(body["rejected"], figures.accounting.rejected);
+    assert_eq!(
+        body["rejected_by_reason"],
+        serde_json::to_value(figures.rejected).unwrap()
+    );
+    assert_eq!(body["live_clients"], 1);
+    assert_eq!(body["snapshots_published"], 1);
+    assert_eq!(body["dedup_ids"], server.state.memory().dedup_ids);
+    assert!(body["snapshot_age_ms"].as_u64().unwrap() < 5_000);
+    for key in ["p50", "p99", "p999", "count"] {
+        assert!(body["latency_ms"][key].is_number(), "{key}: {body}");
+    }
+    assert_eq!(
+        body["partitions"], 0,
+        "a file-like source has no Kafka partitions"
+    );
+    assert_eq!(body["lag"], serde_json::json!([]));
+    drop(stream);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn top_merchants_honours_n_caps_it_and_refuses_bad_values() {
     let mut server = TestServer::start_with(gmv_serve::ServeConfig {
         max_top: 50,
@@ -281,6 +393,10 @@ async fn page_and_its_assets_are_served_from_the_binary() {
     assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"));
     let html = page.text().await.unwrap();
     assert!(html.contains("id=\"gmv-cny\""));
+    let ops = get(&server.url("/ops")).await;
+    assert_eq!(ops.status(), 200);
+    assert_eq!(ops.headers()["content-security-policy"], csp.as_str());
+    assert_eq!(ops.text().await.unwrap(), html, "one page, two views");
     for (path, kind) in [
         ("/assets/scoreboard.css", "text/css"),
         ("/assets/scoreboard.js", "text/javascript"),

@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// One local partition and what the pipeline's publisher does for it:
-/// deltas into the view, alerts to the feed, the snapshot into the live
-/// state and the feed.
+/// deltas into the view, alerts to the feed, the snapshot and the day's
+/// series into the live state, the snapshot to the feed.
 pub struct Feeder {
     pub partition: Partition,
     pub view: LiveView,
@@ -60,7 +60,8 @@ impl Feeder {
         }
     }
 
-    /// One publisher tick: new alerts, then a snapshot. Returns the alerts
+    /// One publisher tick: new alerts, then a snapshot (and the day's
+    /// series, as the pipeline's publisher does). Returns the alerts
     /// published.
     pub fn publish(&mut self) -> usize {
         let delta = self.partition.take_delta();
@@ -74,6 +75,7 @@ impl Feeder {
                 .snapshot(self.seq, self.interval_ms, Default::default()),
         );
         self.state.publish(snapshot.clone(), self.view.memory());
+        self.state.publish_day(self.view.day_series());
         self.feed.snapshot(&snapshot);
         applied.crossings.len()
     }
