@@ -69,7 +69,7 @@ pub fn execute(args: &DemoArgs, config_file: Option<&Path>) -> Result<Ended> {
     let local = Local::open(&loaded, &args.engine)?;
     // The run may not end as idle while the producer is still at it.
     let producing = Arc::new(AtomicBool::new(true));
-    let (source, sinks) = kafka_source(&loaded, &local, Some(producing.clone()))?;
+    let (source, sinks) = kafka_source(&loaded, Some(producing.clone()))?;
     let producer = {
         let loaded = loaded.clone();
         let state = local.state.clone();

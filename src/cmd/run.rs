@@ -34,7 +34,7 @@ pub fn execute(args: &RunArgs, config_file: Option<&Path>) -> Result<Ended> {
     let local = Local::open(&loaded, &args.engine)?;
     match &args.input {
         None => {
-            let (source, sinks) = kafka_source(&loaded, &local, None)?;
+            let (source, sinks) = kafka_source(&loaded, None)?;
             local.run(&loaded, &args.engine, source, sinks, Output::Report, false)
         }
         Some(input) => {
@@ -129,11 +129,7 @@ pub fn split_source(
 pub type SourceAndSinks = (Box<dyn Source>, Vec<Box<dyn TickSink>>);
 
 /// The Kafka source of `loaded.config.kafka`, and its snapshots-topic sink.
-pub fn kafka_source(
-    loaded: &Loaded,
-    local: &Local,
-    hold_open: Option<Arc<AtomicBool>>,
-) -> Result<SourceAndSinks> {
+pub fn kafka_source(loaded: &Loaded, hold_open: Option<Arc<AtomicBool>>) -> Result<SourceAndSinks> {
     if loaded.config.kafka.brokers.is_empty() {
         return Err(ConfigProblems(vec![ConfigError::new(
             "kafka.brokers",
@@ -145,7 +141,6 @@ pub fn kafka_source(
         settings: Arc::new(loaded.settings.clone()),
         config: loaded.config.kafka.clone(),
         members: loaded.settings.workers,
-        state: local.state.clone(),
         publish_interval: loaded.config.publish.interval,
         hold_open,
     })?;

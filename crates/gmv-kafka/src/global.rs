@@ -19,7 +19,7 @@ use gmv_core::output::AlertRecord;
 use gmv_core::partition::{Delta, Hour, MerchantFigures, MinuteCell, Totals, MINUTES_PER_HOUR};
 use gmv_core::sink::LiveSink;
 use gmv_core::time::parse_rfc3339_millis;
-use gmv_core::view::PartitionKey;
+use gmv_core::view::{LiveState, PartitionKey};
 use gmv_core::Settings;
 use gmv_pipeline::{AlertOrder, Board, Handoff, Lifecycle, Source, StopCause, TaskError};
 use rdkafka::consumer::BaseConsumer;
@@ -64,15 +64,18 @@ impl Source for SnapshotsSource {
         self: Box<Self>,
         lifecycle: &Lifecycle,
         board: Board,
+        state: &Arc<LiveState>,
     ) -> Result<Vec<JoinHandle<()>>, TaskError> {
         wait_for_cluster(&self.config)?;
         let consumer = reader(&self.config, &self.config.snapshots_topic)?;
         let watch = lifecycle.clone();
+        let state = state.clone();
         let handle = lifecycle.spawn("gmv-snapshots-reader", move || {
             let mut reader = Reader {
                 settings: self.settings.clone(),
                 board,
                 partitions: BTreeMap::new(),
+                state,
             };
             if self.once {
                 // Everything the topic holds now (a fixed quiet time from
@@ -106,6 +109,7 @@ struct Reader {
     settings: Arc<Settings>,
     board: Board,
     partitions: BTreeMap<PartitionKey, WirePartition>,
+    state: Arc<LiveState>,
 }
 
 impl Reader {
@@ -204,6 +208,11 @@ impl Reader {
 
     /// Hands each changed partition's delta to the publisher.
     fn hand_all(&mut self) {
+        let partitions = self.partitions.len() as u64;
+        self.state.set_status(|s| {
+            s.partitions = partitions;
+            s.ready = true;
+        });
         for wire in self.partitions.values_mut() {
             if wire.dirty {
                 let delta = wire.delta(&self.settings);

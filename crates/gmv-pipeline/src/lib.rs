@@ -47,11 +47,13 @@ pub trait Source: Send {
     fn alert_order(&self) -> AlertOrder;
     /// Starts the source's threads (counted by `lifecycle`); they end when
     /// the input ends or the run is cancelled, having closed their
-    /// partitions' hand-offs.
+    /// partitions' hand-offs. The source keeps `state`'s
+    /// [status](gmv_core::view::SourceStatus) current.
     fn start(
         self: Box<Self>,
         lifecycle: &Lifecycle,
         board: Board,
+        state: &Arc<LiveState>,
     ) -> Result<Vec<JoinHandle<()>>, TaskError>;
 }
 
@@ -87,6 +89,7 @@ pub fn run(
     options: RunOptions,
 ) -> Result<Outcome, TaskError> {
     let started = Instant::now();
+    let state = options.state.clone();
     let publisher = Publisher::start(
         lifecycle,
         view,
@@ -97,7 +100,7 @@ pub fn run(
             state: options.state,
         },
     )?;
-    match source.start(lifecycle, publisher.board()) {
+    match source.start(lifecycle, publisher.board(), &state) {
         Ok(handles) => {
             for handle in handles {
                 let _ = handle.join();

@@ -211,7 +211,7 @@ pub(crate) struct Ops {
     publish_interval_ms: Option<u64>,
     /// Milliseconds since the feed received it.
     snapshot_age_ms: Option<u64>,
-    /// What `/readyz` says: fresh snapshots.
+    /// What `/readyz` says: the source has its input and snapshots are fresh.
     ready: bool,
     /// Why not ready, when not.
     not_ready: Option<String>,
@@ -227,9 +227,12 @@ pub(crate) struct Ops {
     rejected_by_reason: gmv_core::reject::RejectCounts,
     /// Processing latency percentiles, ms (`count` 0: not measured).
     latency_ms: gmv_core::output::LatencyMs,
-    /// Kafka partitions seen: with lag figures or in the audit line (0 for
-    /// a source that splits its input itself).
-    partitions: usize,
+    /// Partitions the source holds.
+    partitions: u64,
+    /// Rebalances the source has seen.
+    rebalances: u64,
+    /// Milliseconds since the newest durable checkpoint (`null`: none).
+    checkpoint_age_ms: Option<u64>,
     /// Records behind the partitions' ends, summed.
     lag_total: u64,
     /// Per partition.
@@ -261,16 +264,20 @@ pub(crate) struct OpsLag {
 }
 
 async fn ops(State(app): State<AppState>) -> Response {
-    let metrics = match ask(&app.source, |s| s.metrics()).await {
-        Ok(metrics) => metrics,
+    let (metrics, source_ready) = match ask(&app.source, |s| (s.metrics(), s.readiness())).await {
+        Ok(answer) => answer,
         Err(response) => return response,
     };
     let feed = &app.feed;
     let latest = feed.latest_published();
     let snapshot = latest.as_ref().map(|p| &p.snapshot);
-    let readiness = feed.readiness();
+    let readiness = source_ready
+        .map_err(|why| format!("source: {why}"))
+        .and(feed.readiness().map_err(|why| format!("snapshots: {why}")));
     let (snapshots_published, alerts_published) = feed.published();
-    let audited = snapshot.map_or(0, |s| s.figures.accounting.partitions.len());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let body = Ops {
         seq: snapshot.map(|s| s.seq),
         as_of: snapshot.map(|s| s.as_of.clone()),
@@ -287,7 +294,11 @@ async fn ops(State(app): State<AppState>) -> Response {
         rejected: metrics.rejected.total(),
         rejected_by_reason: metrics.rejected,
         latency_ms: metrics.latency_ms,
-        partitions: metrics.consumer_lag.len().max(audited),
+        partitions: metrics.partitions_assigned,
+        rebalances: metrics.rebalances,
+        checkpoint_age_ms: metrics
+            .last_checkpoint_ms
+            .map(|at| u64::try_from(now_ms - at).unwrap_or(0)),
         lag_total: metrics.consumer_lag.iter().map(|l| l.lag).sum(),
         lag: metrics
             .consumer_lag

@@ -60,6 +60,8 @@ pub struct Metrics {
     /// no histogram (the global view only sees other processes' percentiles,
     /// and percentiles cannot be turned back into buckets).
     pub latency: Option<LatencyBuckets>,
+    /// The same latency as percentiles (the operator view's p50/p99).
+    pub latency_ms: gmv_core::output::LatencyMs,
     /// Consumer lag per partition (empty when not reading Kafka).
     pub consumer_lag: Vec<PartitionLag>,
     /// Partitions the source holds now.
@@ -177,6 +179,7 @@ impl FeedSource for LiveState {
         metrics.dedup_bytes = memory.dedup_bytes;
         metrics.state_bytes = memory.state_bytes;
         metrics.latency = Some(LatencyBuckets::from_latency(self.latency()));
+        metrics.latency_ms = self.latency().percentiles();
         metrics.partitions_assigned = status.partitions;
         metrics.rebalances = status.rebalances;
         metrics.last_checkpoint_ms = status.last_checkpoint_ms;

@@ -35,7 +35,6 @@ pub struct KafkaSource {
     members: usize,
     store: CheckpointStore,
     outputs: Arc<Outputs>,
-    state: Arc<LiveState>,
     dedup_share: usize,
     hold_open: Option<Arc<AtomicBool>>,
 }
@@ -104,8 +103,6 @@ pub struct KafkaOptions {
     pub config: KafkaConfig,
     /// Group members (consumer threads) in this process.
     pub members: usize,
-    /// What HTTP readers see; the source keeps its status current.
-    pub state: Arc<LiveState>,
     /// Snapshot cadence (for the snapshots topic's records).
     pub publish_interval: Duration,
     /// While set, `kafka.exit_when_idle` may not end the run (an in-process
@@ -121,7 +118,6 @@ pub fn prepare(options: KafkaOptions) -> Result<(KafkaSource, SnapshotsTopic), K
         settings,
         config,
         members,
-        state,
         publish_interval,
         hold_open,
     } = options;
@@ -172,7 +168,6 @@ pub fn prepare(options: KafkaOptions) -> Result<(KafkaSource, SnapshotsTopic), K
             members: members.max(1),
             store,
             outputs,
-            state,
             hold_open,
         },
         sink,
@@ -188,6 +183,7 @@ impl Source for KafkaSource {
         self: Box<Self>,
         lifecycle: &Lifecycle,
         board: Board,
+        state: &Arc<LiveState>,
     ) -> Result<Vec<JoinHandle<()>>, TaskError> {
         let hold_open = self.hold_open;
         let shared = Arc::new(Shared {
@@ -198,7 +194,7 @@ impl Source for KafkaSource {
             outputs: self.outputs,
             lifecycle: lifecycle.clone(),
             board,
-            state: self.state,
+            state: state.clone(),
             dedup_share: self.dedup_share,
             drained: AtomicUsize::new(0),
         });

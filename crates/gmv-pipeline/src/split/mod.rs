@@ -24,7 +24,7 @@ use crate::publish::AlertOrder;
 use crate::Source;
 use gmv_core::partition::{dedup_share, Partition};
 use gmv_core::sink::DeadLetterSink;
-use gmv_core::view::PartitionKey;
+use gmv_core::view::{LiveState, PartitionKey};
 use gmv_core::Settings;
 use ledger::{Ledger, Refusal};
 use parking_lot::{Condvar, Mutex};
@@ -100,9 +100,15 @@ impl Source for SplitSource {
         self: Box<Self>,
         lifecycle: &Lifecycle,
         board: Board,
+        state: &Arc<LiveState>,
     ) -> Result<Vec<JoinHandle<()>>, TaskError> {
         let owners = self.workers.max(1);
         let partitions = self.settings.partitions.max(1) as u32;
+        // Every partition is this process's from the start: nothing to wait for.
+        state.set_status(|s| {
+            s.ready = true;
+            s.partitions = u64::from(partitions);
+        });
         let shared = Arc::new(Shared {
             ledger: Ledger::new(self.chunks.name(), owners, self.dead_letters.clone()),
             settings: self.settings,
