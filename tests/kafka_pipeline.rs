@@ -492,6 +492,48 @@ fn report_matches(setup: &Setup, cluster_name: &str, events: u64) {
     setup.check_alerts_topic(&report, &want);
     setup.check_dead_letter_topic(&want, false);
     check_figures(&setup.global_view(), &want, &setup.thresholds);
+    same_as_the_file(setup, &report, &alerts_file);
+}
+
+/// The same events read from the file give the same report but for the
+/// per-partition accounting (offsets), and the same alerts line for line
+/// (a file's come in input order, Kafka's as partitions report them).
+fn same_as_the_file(setup: &Setup, kafka_report: &Value, kafka_alerts: &Path) {
+    let dir = setup.dir.path();
+    let (report, alerts) = (dir.join("file-report.json"), dir.join("file-alerts.jsonl"));
+    let status = setup
+        .gmv()
+        .args(["run", "--progress", "never", "--input"])
+        .arg(dir.join("events.jsonl"))
+        .arg("--report")
+        .arg(&report)
+        .arg("--alerts")
+        .arg(&alerts)
+        .arg("--dead-letter")
+        .arg(dir.join("file-dead.jsonl"))
+        .status()
+        .expect("gmv run --input runs");
+    assert!(status.success());
+    let without_offsets = |mut report: Value| {
+        report["accounting"]
+            .as_object_mut()
+            .expect("accounting")
+            .remove("partitions");
+        serde_json::to_string_pretty(&report).expect("JSON")
+    };
+    let file_report: Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("JSON");
+    assert!(
+        without_offsets(file_report) == without_offsets(kafka_report.clone()),
+        "the file's report differs from the topic's"
+    );
+    let sorted_lines = |path: &Path| {
+        let text = std::fs::read_to_string(path).expect("alerts");
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted_lines(&alerts), sorted_lines(kafka_alerts));
 }
 
 #[test]

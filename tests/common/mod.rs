@@ -78,8 +78,21 @@ pub fn text_of(v: &Value, field: &str) -> Result<Option<String>, &'static str> {
     }
 }
 
-/// A valid record: (txn, merchant, CNY exact to the fen, mobile, time, the JSON).
-pub type Valid = (String, String, Decimal, bool, DateTime<FixedOffset>, Value);
+/// What makes two versions of a transaction the same (a redelivery) or
+/// different (a conflict): the contract's fields but the id, as values
+/// (`1299.0` is `1299.00`, a time is its instant, a missing currency is
+/// CNY); unknown extra fields are ignored, as the contract says.
+pub type Content = (String, Decimal, String, String, DateTime<FixedOffset>);
+
+/// A valid record: (txn, merchant, CNY exact to the fen, mobile, time, its content).
+pub type Valid = (
+    String,
+    String,
+    Decimal,
+    bool,
+    DateTime<FixedOffset>,
+    Content,
+);
 
 /// Why a record is rejected, or what it is.
 pub fn judge(line: &[u8]) -> Result<Valid, &'static str> {
@@ -110,7 +123,14 @@ pub fn judge(line: &[u8]) -> Result<Valid, &'static str> {
         return Err("invalid_amount");
     }
     let at = rfc3339(&settled).ok_or("invalid_timestamp")?;
-    Ok((txn, merchant, cny, channel == "mobile", at, v))
+    let content = (
+        merchant.clone(),
+        amount.normalize(),
+        currency,
+        channel.clone(),
+        at,
+    );
+    Ok((txn, merchant, cny, channel == "mobile", at, content))
 }
 
 /// The amount as written: a string's body (escapes left in) or a number's
@@ -166,7 +186,7 @@ impl Reference {
     pub fn compute(input: &[u8]) -> Self {
         let start = DateTime::parse_from_rfc3339("2017-11-11T00:00:00+08:00").expect("literal");
         let end = DateTime::parse_from_rfc3339("2017-11-12T00:00:00+08:00").expect("literal");
-        let mut seen: HashMap<(String, String), Value> = HashMap::new();
+        let mut seen: HashMap<(String, String), Content> = HashMap::new();
         let mut r = Reference {
             gmv: Decimal::ZERO,
             mobile: Decimal::ZERO,

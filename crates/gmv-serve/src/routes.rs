@@ -271,9 +271,12 @@ async fn ops(State(app): State<AppState>) -> Response {
     let feed = &app.feed;
     let latest = feed.latest_published();
     let snapshot = latest.as_ref().map(|p| &p.snapshot);
-    let readiness = source_ready
-        .map_err(|why| format!("source: {why}"))
-        .and(feed.readiness().map_err(|why| format!("snapshots: {why}")));
+    let failed = not_ready(source_ready, feed.readiness());
+    let readiness = if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    };
     let (snapshots_published, alerts_published) = feed.published();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -455,16 +458,7 @@ async fn readyz(State(app): State<AppState>) -> Response {
         Ok(source) => source,
         Err(response) => return response,
     };
-    let failed: Vec<String> = [
-        source.err().map(|why| format!("source: {why}")),
-        app.feed
-            .readiness()
-            .err()
-            .map(|why| format!("snapshots: {why}")),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let failed = not_ready(source, app.feed.readiness());
     let mut response = if failed.is_empty() {
         "ready\n".into_response()
     } else {
@@ -476,6 +470,17 @@ async fn readyz(State(app): State<AppState>) -> Response {
     };
     no_store(&mut response);
     response
+}
+
+/// Every readiness condition that failed, named.
+fn not_ready(source: Result<(), String>, snapshots: Result<(), String>) -> Vec<String> {
+    [
+        source.err().map(|why| format!("source: {why}")),
+        snapshots.err().map(|why| format!("snapshots: {why}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 async fn not_found() -> Response {

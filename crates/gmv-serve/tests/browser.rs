@@ -450,6 +450,7 @@ fn scoreboard_follows_the_feed_and_looks_like_a_stage_display() {
         baseline_mobile_share: Some(gmv_serve::config::Fraction(0.82)),
         ..Default::default()
     }));
+    server.ready();
     server.feeder.interval_ms = INTERVAL.as_millis() as u64;
 
     // A paced stream, as `gmv demo` runs it: a publisher thread processes a
@@ -723,6 +724,7 @@ fn scoreboard_late_in_the_evening_at_full_scale() {
         baseline_mobile_share: Some(gmv_serve::config::Fraction(0.82)),
         ..Default::default()
     }));
+    server.ready();
     let mut events = stream();
     for _ in 0..20 {
         server.feeder.count_from(&mut events, 80_000);

@@ -56,6 +56,12 @@ pub fn max_allocated_bytes(max_ids: usize) -> usize {
     SHARDS * 2 * table::bytes_for(table::buckets_for(generation_cap(max_ids)))
 }
 
+/// Bytes a set allocates beyond its share of [`max_allocated_bytes`] when a
+/// process's bound is split among partitions: each table's copy of its
+/// first control-byte group. (Bucket counts scale exactly with the share
+/// when `max_ids` is a multiple of 128 × partitions.)
+pub const PER_SET_OVERHEAD: usize = SHARDS * 2 * table::GROUP_BYTES;
+
 /// Ids per generation per shard.
 fn generation_cap(max_ids: usize) -> usize {
     (max_ids / SHARDS / 2).max(1)
@@ -330,7 +336,7 @@ mod tests {
 
     #[test]
     fn allocation_stays_within_the_stated_bound_when_full() {
-        for max_ids in [1, 16 * 7, 16 * 100, 16 * 2_000 + 77] {
+        for max_ids in [1, 64 * 7, 64 * 100, 64 * 2_000 + 77] {
             let mut set = DedupSet::new(max_ids, None);
             for i in 0..max_ids * 3 {
                 set.check_and_insert(0, &format!("txn-{i}"), 1, 0);
@@ -342,7 +348,7 @@ mod tests {
                 set.allocated_bytes()
             );
             // The bound is not loose beyond the power-of-two rounding.
-            if max_ids >= 16 * 100 {
+            if max_ids >= 64 * 100 {
                 assert!(set.allocated_bytes() * 2 >= bound, "{max_ids} ids");
             }
         }
@@ -350,7 +356,7 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded_by_max_ids() {
-        let max_ids = 16 * 100;
+        let max_ids = 64 * 100;
         let mut set = DedupSet::new(max_ids, None);
         for i in 0..100_000 {
             set.check_and_insert(0, &format!("txn-{i}"), 1, 0);
@@ -361,7 +367,7 @@ mod tests {
 
     #[test]
     fn recent_ids_are_remembered_after_rotations() {
-        let mut set = DedupSet::new(16 * 1000, None);
+        let mut set = DedupSet::new(64 * 1000, None);
         for i in 0..200_000 {
             set.check_and_insert(0, &format!("txn-{i}"), 1, 0);
         }
@@ -393,7 +399,7 @@ mod tests {
 
     #[test]
     fn base_plus_replayed_journal_rebuilds_the_same_generations() {
-        let mut live = DedupSet::new(16 * 40, Some(Duration::from_secs(60)));
+        let mut live = DedupSet::new(64 * 40, Some(Duration::from_secs(60)));
         live.enable_journal();
         for i in 0..3000 {
             live.check_and_insert(0, &format!("a-{i}"), i, i as i64 * 40);
@@ -405,7 +411,7 @@ mod tests {
         }
         let journal = live.take_journal();
 
-        let mut restored = DedupSet::new(16 * 40, Some(Duration::from_secs(60)));
+        let mut restored = DedupSet::new(64 * 40, Some(Duration::from_secs(60)));
         restored.restore(&base).unwrap();
         restored.replay(&journal);
         let sorted = |s: DedupState| {

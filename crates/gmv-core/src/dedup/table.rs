@@ -12,6 +12,8 @@
 
 /// Control bytes read per probe step.
 const GROUP: usize = 8;
+/// The mirrored control bytes every allocated table carries.
+pub(super) const GROUP_BYTES: usize = GROUP;
 /// Control byte of an empty bucket. A full one is `FULL | tag`.
 const EMPTY: u8 = 0;
 const FULL: u8 = 0x80;

@@ -279,3 +279,37 @@ proptest! {
         prop_assert_eq!(a.rejected, b.rejected);
     }
 }
+
+#[test]
+fn sixteen_partitions_hold_the_process_bound_together() {
+    use crate::dedup::max_allocated_bytes;
+    // The process's bound, split evenly: at most max_ids ids, and the bytes
+    // one set of max_ids would take but for each partition's own
+    // per-table remainder (1 KiB), however the ids fall.
+    let max_ids = 512 * 40;
+    let settings = settings();
+    let share = dedup_share(max_ids, 16);
+    let mut parts: Vec<Partition> = (0..16)
+        .map(|_| Partition::new(settings.clone(), share))
+        .collect();
+    for i in 0..max_ids * 3 {
+        let record = event(
+            &format!("t{i}"),
+            &format!("m{}", i % 97),
+            "1.00",
+            "mobile",
+            "2017-11-11T08:00:00+08:00",
+        );
+        let d = decode(&settings, record.as_bytes()).unwrap();
+        let p = partition_of(d.merchant_hash, 16) as usize;
+        parts[p].count(i as i64, Ok(d.txn())).unwrap();
+    }
+    let (ids, bytes) = parts.iter().fold((0, 0), |(ids, bytes), p| {
+        let (i, b) = p.dedup_figures();
+        (ids + i, bytes + b)
+    });
+    assert!(ids <= max_ids as u64, "{ids} ids held > {max_ids}");
+    assert!(ids >= max_ids as u64 / 4, "kept too few: {ids}");
+    let bound = (max_allocated_bytes(max_ids) + 16 * crate::dedup::PER_SET_OVERHEAD) as u64;
+    assert!(bytes <= bound, "{bytes} bytes > {bound}");
+}

@@ -119,6 +119,15 @@ impl TestServer {
         }
     }
 
+    /// Marks the source ready with its one partition, as a source that
+    /// splits its input itself is from the start.
+    pub fn ready(&self) {
+        self.state.set_status(|s| {
+            s.ready = true;
+            s.partitions = 1;
+        });
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
