@@ -175,6 +175,7 @@ fn log_done(outcome: &Outcome, state: &LiveState) {
     let a = &outcome.report.figures.accounting;
     let seconds = outcome.busy.as_secs_f64().max(1e-9);
     let latency = state.latency().percentiles();
+    let memory = state.memory();
     tracing::info!(
         consumed = a.consumed,
         rejected = a.rejected,
@@ -182,6 +183,9 @@ fn log_done(outcome: &Outcome, state: &LiveState) {
         events_per_second = (a.consumed as f64 / seconds) as u64,
         latency_p50_ms = latency.p50,
         latency_p99_ms = latency.p99,
+        latency_p999_ms = latency.p999,
+        dedup_ids = memory.dedup_ids,
+        dedup_mib = memory.dedup_bytes >> 20,
         "done"
     );
 }

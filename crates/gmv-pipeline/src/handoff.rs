@@ -19,11 +19,14 @@ use std::time::{Duration, Instant};
 /// What an owner hands over.
 #[derive(Debug)]
 pub enum Message {
-    /// A delta of the partition (boxed: it is large next to `Closed`).
+    /// A delta of the partition (boxed: a delta is large).
     Update(Box<Handed>),
-    /// The partition's last message: it ended (`keep`: its figures stay in
-    /// the view, as at the end of a file) or moved to another process.
+    /// The partition's last message, with its last delta: it ended (`keep`:
+    /// its figures stay in the view, as at the end of a file) or moved to
+    /// another process.
     Closed {
+        /// The last delta, if any.
+        last: Option<Box<Handed>>,
         /// Whether the view keeps the partition.
         keep: bool,
     },
@@ -53,19 +56,24 @@ pub(crate) struct Registration {
 pub struct Board {
     registrations: Sender<Registration>,
     cadence: Duration,
+    doorbell: Sender<()>,
 }
 
 impl Board {
     /// A board and the publisher's end of it; owners offer a delta at most
     /// every `cadence`.
-    pub(crate) fn new(cadence: Duration) -> (Self, Receiver<Registration>) {
+    pub(crate) fn new(cadence: Duration) -> (Self, Receiver<Registration>, Receiver<()>) {
         let (registrations, incoming) = unbounded();
+        // One ring is as good as many: the publisher drains everything.
+        let (doorbell, rings) = bounded(1);
         (
             Self {
                 registrations,
                 cadence,
+                doorbell,
             },
             incoming,
+            rings,
         )
     }
 
@@ -83,6 +91,7 @@ impl Board {
         Handoff {
             key,
             outbox,
+            doorbell: self.doorbell.clone(),
             cadence: self.cadence,
             last: Instant::now() - self.cadence,
             starts: StartRuns::default(),
@@ -96,6 +105,9 @@ impl Board {
 pub struct Handoff {
     key: PartitionKey,
     outbox: Sender<Message>,
+    /// Asks the publisher to take what is waiting now rather than at its
+    /// next tick (a partition closing should not wait for one).
+    doorbell: Sender<()>,
     cadence: Duration,
     last: Instant,
     starts: StartRuns,
@@ -152,14 +164,23 @@ impl Handoff {
             Ok(()) => None,
             Err(e) => match e.into_inner() {
                 Message::Update(handed) => Some(handed.delta),
-                Message::Closed { .. } => None,
+                Message::Closed { last, .. } => last.map(|h| h.delta),
             },
         }
     }
 
     /// Closes the partition without a last delta (its figures stay).
     pub fn finish(self) {
-        let _ = self.outbox.send(Message::Closed { keep: true });
+        self.ring();
+        let _ = self.outbox.send(Message::Closed {
+            last: None,
+            keep: true,
+        });
+        self.ring();
+    }
+
+    fn ring(&self) {
+        let _ = self.doorbell.try_send(());
     }
 
     fn handed(&mut self, partition: &mut Partition) -> Handed {
@@ -178,8 +199,13 @@ impl Handoff {
     /// view.
     pub fn close(mut self, partition: &mut Partition, keep: bool) {
         let last = Box::new(self.handed(partition));
-        let _ = self.outbox.send(Message::Update(last));
-        let _ = self.outbox.send(Message::Closed { keep });
+        // The slot may still hold the last offer: have it taken now.
+        self.ring();
+        let _ = self.outbox.send(Message::Closed {
+            last: Some(last),
+            keep,
+        });
+        self.ring();
     }
 }
 
@@ -212,7 +238,10 @@ impl Inbox {
             Err(TryRecvError::Empty) => None,
             Err(TryRecvError::Disconnected) => {
                 self.closed = true;
-                Some(Message::Closed { keep: true })
+                Some(Message::Closed {
+                    last: None,
+                    keep: true,
+                })
             }
         }
     }

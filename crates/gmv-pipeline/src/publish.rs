@@ -106,7 +106,7 @@ impl Publisher {
         // Owners offer deltas four times per tick: a tick then finds every
         // partition at most a quarter interval behind.
         let cadence = (options.interval / 4).max(Duration::from_millis(5));
-        let (board, registrations) = Board::new(cadence);
+        let (board, registrations, doorbell) = Board::new(cadence);
         let (finish, finishing) = unbounded();
         let merchants = options
             .sinks
@@ -126,7 +126,7 @@ impl Publisher {
         };
         let thread = std::thread::Builder::new()
             .name("gmv-publisher".into())
-            .spawn(move || run.until_finished(registrations, finishing))?;
+            .spawn(move || run.until_finished(registrations, doorbell, finishing))?;
         Ok(Self {
             board,
             finish,
@@ -169,6 +169,7 @@ impl Run {
     fn until_finished(
         mut self,
         registrations: Receiver<Registration>,
+        doorbell: Receiver<()>,
         finishing: Receiver<()>,
     ) -> LiveView {
         let ticker = tick(self.options.interval);
@@ -176,10 +177,15 @@ impl Run {
             let finishing_now = select! {
                 recv(ticker) -> _ => false,
                 recv(finishing) -> _ => true,
+                recv(doorbell) -> _ => {
+                    // A partition is closing: take its messages now, publish
+                    // at the tick as always.
+                    self.register(&registrations);
+                    self.drain();
+                    continue;
+                }
             };
-            while let Ok(registration) = registrations.try_recv() {
-                self.inboxes.push(Inbox::new(registration));
-            }
+            self.register(&registrations);
             if finishing_now {
                 // Every partition registered before the sources ended.
                 self.drain_until_closed();
@@ -189,6 +195,13 @@ impl Run {
             }
             self.drain();
             self.publish(false);
+        }
+    }
+
+    /// Takes the partitions registered since the last look.
+    fn register(&mut self, registrations: &Receiver<Registration>) {
+        while let Ok(registration) = registrations.try_recv() {
+            self.inboxes.push(Inbox::new(registration));
         }
     }
 
@@ -240,7 +253,11 @@ impl Run {
                     ));
                 }
             }
-            Message::Closed { keep } => {
+            Message::Closed { last, keep } => {
+                if let Some(last) = last {
+                    self.take(index, Message::Update(last));
+                }
+                let inbox = &mut self.inboxes[index];
                 inbox.closed = true;
                 if !keep {
                     let key = inbox.key.clone();
