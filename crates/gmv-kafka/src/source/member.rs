@@ -393,7 +393,7 @@ impl Member {
                     .count();
             // Records of a partition revoked meanwhile are its next owner's.
             if let Some(task) = tasks.get_mut(&partition) {
-                let run = task.skip_to_expected(consumer, &batch[start..end]);
+                let run = task.contiguous(consumer, &batch[start..end]);
                 task.process(run, outputs);
             }
             start = end;

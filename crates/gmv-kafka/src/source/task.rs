@@ -10,6 +10,9 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use std::time::Duration;
 
+/// Re-fetches from further back before a gap is taken for the log's own.
+const MAX_REFETCHES: u32 = 4;
+
 /// A member's bookkeeping for one owned partition.
 pub(crate) struct Task {
     pub(crate) topic: String,
@@ -30,15 +33,8 @@ pub(crate) struct Task {
     pub(crate) force_base: bool,
     /// Crossings already offered to the alerts topic.
     pub(crate) alerts_done: usize,
-    /// After (re)assignment at a checkpoint's offset: the first record must
-    /// be that offset. Some brokers (tansu 0.6) answer a fetch from inside a
-    /// record batch with the *next* batch; a record past the expected offset
-    /// is then a gap, and we fetch again from further back.
-    pub(crate) expect_first: Option<i64>,
-    /// How far back the next re-fetch starts.
-    pub(crate) refetch_back: i64,
-    /// A re-fetch has gone back to the log's start already.
-    pub(crate) refetched_from_low: bool,
+    /// Re-fetches in a row for the same gap (see [`Task::contiguous`]).
+    pub(crate) refetches: u32,
     /// A re-fetch was asked for during this batch: the rest of the batch's
     /// records of this partition come from the old fetch position.
     pub(crate) refetch_in_batch: bool,
@@ -68,65 +64,77 @@ impl Task {
             // Restored crossings are offered again: the announced set (read
             // from the alerts topic) drops those already out.
             alerts_done: 0,
-            expect_first: (next >= 0).then_some(next),
-            refetch_back: 1024,
-            refetched_from_low: false,
+            refetches: 0,
             refetch_in_batch: false,
             engine,
         }
     }
 
-    /// Checks the first records after a (re)assignment; returns the part of
-    /// `run` that may be processed (empty while re-fetching).
-    pub(crate) fn skip_to_expected<'r, 'm, C: ConsumerContext>(
+    /// Keeps the partition's log contiguous: returns the part of `run` that
+    /// may be counted (empty while re-fetching).
+    ///
+    /// Records below the next offset are already counted (processing skips
+    /// them). The first record at or after it must be exactly it: some
+    /// brokers (tansu 0.6) answer a fetch from inside a record batch with
+    /// the *next* batch, after a rebalance or a seek alike, which would
+    /// silently skip records. A gap inside one answer is the log's own
+    /// (compaction, transaction markers). A gap at the start of an answer is
+    /// fetched again from further back; one that stays after a few tries,
+    /// or that starts below the log's low watermark, is the log's own too
+    /// (retention) and is accepted with a warning.
+    pub(crate) fn contiguous<'r, 'm, C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         run: &'r [BorrowedMessage<'m>],
     ) -> &'r [BorrowedMessage<'m>] {
-        let Some(expected) = self.expect_first else {
-            return run;
-        };
         if self.refetch_in_batch {
             return &[];
         }
-        // Records below the expected offset are already counted (processing
-        // skips them); the question is the first one at or after it.
+        let expected = self.engine.next_position();
+        if expected < 0 {
+            return run; // nothing counted or restored: any start is the start
+        }
         let Some(at) = run.iter().position(|m| m.offset() >= expected) else {
             return run;
         };
         let first = run[at].offset();
         if first == expected {
-            self.expect_first = None;
+            self.refetches = 0;
+            return run;
+        }
+        if at > 0 {
+            // The broker sent the records on both sides of the gap in one
+            // answer: the log itself has no records in between.
+            self.refetches = 0;
+            tracing::debug!(topic = %self.topic, partition = self.partition, expected, first, "offsets skip inside one fetch (transaction markers or compaction)");
             return run;
         }
         let low = consumer
             .fetch_watermarks(&self.topic, self.partition, Duration::from_secs(5))
             .map_or(0, |(low, _)| low);
-        if low >= expected || self.refetched_from_low {
-            // Fetched from the log's start and still past it: the log really
-            // has a gap here (compaction or retention), not a fetch quirk.
+        if low >= expected || self.refetches >= MAX_REFETCHES {
             tracing::warn!(
                 topic = %self.topic,
                 partition = self.partition,
                 expected,
                 first,
-                "records between the checkpoint and the first record fetched are gone from the log"
+                "records between the next offset and the first one fetched are not in the log (retention, compaction or transaction markers); going on from the first one fetched"
             );
-            self.expect_first = None;
+            self.refetches = 0;
             return run;
         }
-        let from = expected.saturating_sub(self.refetch_back).max(low);
-        self.refetched_from_low = from == low;
-        tracing::debug!(topic = %self.topic, partition = self.partition, expected, first, from, "fetch skipped past the checkpoint offset; fetching again from further back");
+        let back = 1024_i64 << (2 * self.refetches);
+        let from = expected.saturating_sub(back).max(low);
+        self.refetches += 1;
+        tracing::debug!(topic = %self.topic, partition = self.partition, expected, first, from, "a fetch skipped records; fetching again from further back");
         if let Err(error) = consumer.seek(
             &self.topic,
             self.partition,
             Offset::Offset(from),
             Duration::from_secs(5),
         ) {
-            tracing::warn!(%error, "re-fetching from before the checkpoint offset");
+            tracing::warn!(%error, "fetching again from before the next offset");
         }
-        self.refetch_back = self.refetch_back.saturating_mul(4);
         // librdkafka drops what the old position fetched once seek returns;
         // what this batch still holds of it is skipped here.
         self.refetch_in_batch = true;
