@@ -49,6 +49,18 @@ pub struct ServeConfig {
     /// hold it open forever).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A request's line and headers must all arrive within this: counted
+    /// from the connection's start for its first request, from the first
+    /// byte for a later one. A client that connects and sends nothing, or
+    /// trickles a header a byte at a time (slowloris), is disconnected
+    /// rather than holding a socket.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after
+    /// this long. An `/api/live` stream is a response in flight, so it is
+    /// never cut by this (it sends keep-alive comments of its own).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// The screen celebrates each time the total GMV passes a multiple of
     /// this, CNY (default every ¥10B).
     pub milestone_every_cny: String,
@@ -111,6 +123,8 @@ impl Default for ServeConfig {
             max_top: 1000,
             stale_after: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             milestone_every_cny: "10000000000.00".into(),
             baseline_label: None,
             baseline_gmv_cny: None,
@@ -158,6 +172,38 @@ impl ServeConfig {
         }
         if self.stale_after.is_zero() {
             errors.push(ConfigError::new(key("stale_after"), "must be more than 0"));
+        }
+        // Below the floor, a client on a slow link could not send its
+        // headers; above the ceiling, idle sockets pile up as in the
+        // slowloris the timeouts are there to stop.
+        let defaults = ServeConfig::default();
+        let connection_timeouts = [
+            (
+                "header_read_timeout",
+                self.header_read_timeout,
+                MAX_HEADER_READ_TIMEOUT,
+                defaults.header_read_timeout,
+            ),
+            (
+                "idle_timeout",
+                self.idle_timeout,
+                MAX_IDLE_TIMEOUT,
+                defaults.idle_timeout,
+            ),
+        ];
+        for (name, value, max, example) in connection_timeouts {
+            if !(MIN_CONNECTION_TIMEOUT..=max).contains(&value) {
+                let shown = humantime_serde::re::humantime::format_duration;
+                errors.push(ConfigError::new(
+                    key(name),
+                    format!(
+                        "must be from {} to {}, e.g. \"{}\"",
+                        shown(MIN_CONNECTION_TIMEOUT),
+                        shown(max),
+                        shown(example),
+                    ),
+                ));
+            }
         }
         if let Err(e) = parse_cny(&self.milestone_every_cny) {
             errors.push(ConfigError::new(
@@ -221,6 +267,14 @@ impl ServeConfig {
 /// Longest `baseline_label`: it sits in a tile beside the growth figure.
 const MAX_LABEL_CHARS: usize = 16;
 
+/// Shortest `header_read_timeout` and `idle_timeout`.
+const MIN_CONNECTION_TIMEOUT: Duration = Duration::from_millis(100);
+/// Longest `header_read_timeout`: a client sends its headers in well under
+/// a second; minutes only serve a client that is holding the socket.
+const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Longest `idle_timeout`.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +320,60 @@ mod tests {
                 "http.max_top"
             ]
         );
+    }
+
+    #[test]
+    fn connection_timeouts_read_as_text_and_default_to_ten_and_sixty_seconds() {
+        let defaults = ServeConfig::default();
+        assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.idle_timeout, Duration::from_secs(60));
+        let cfg: ServeConfig =
+            toml::from_str("header_read_timeout = \"300ms\"\nidle_timeout = \"2m\"").unwrap();
+        assert_eq!(cfg.header_read_timeout, Duration::from_millis(300));
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(120));
+        assert!(cfg.validate("http").is_ok());
+        let err = toml::from_str::<ServeConfig>("idle_timeout = 60").unwrap_err();
+        assert!(err.to_string().contains("idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn zero_tiny_or_absurd_connection_timeouts_are_refused_saying_what_is_allowed() {
+        let problems = |header_read_timeout, idle_timeout| -> Vec<(String, String)> {
+            let cfg = ServeConfig {
+                header_read_timeout,
+                idle_timeout,
+                ..ServeConfig::default()
+            };
+            cfg.validate("http")
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.key, e.message))
+                .collect()
+        };
+        let header = |message: &str| ("http.header_read_timeout".to_owned(), message.to_owned());
+        let idle = |message: &str| ("http.idle_timeout".to_owned(), message.to_owned());
+        let header_range = "must be from 100ms to 5m, e.g. \"10s\"";
+        let idle_range = "must be from 100ms to 1h, e.g. \"1m\"";
+        assert_eq!(
+            problems(Duration::ZERO, Duration::ZERO),
+            [header(header_range), idle(idle_range)]
+        );
+        assert_eq!(
+            problems(Duration::from_millis(99), Duration::from_secs(3601)),
+            [header(header_range), idle(idle_range)]
+        );
+        assert_eq!(
+            problems(Duration::from_secs(301), Duration::from_secs(60)),
+            [header(header_range)]
+        );
+        assert_eq!(
+            problems(Duration::from_secs(10), Duration::from_secs(u64::MAX)),
+            [idle(idle_range)]
+        );
+        for edge in [Duration::from_millis(100), Duration::from_secs(300)] {
+            assert_eq!(problems(edge, Duration::from_secs(3600)), []);
+        }
     }
 
     #[test]
@@ -327,7 +435,7 @@ mod tests {
             .join("\n");
         let cfg: ServeConfig = toml::from_str(&keys).unwrap_or_else(|e| panic!("{e}\n{keys}"));
         assert!(cfg.validate("http").is_ok());
-        assert_eq!(keys.lines().count(), 12, "{keys}");
+        assert_eq!(keys.lines().count(), 14, "{keys}");
         let documented = ServeConfig {
             baseline_label: Some("2016".into()),
             baseline_gmv_cny: Some("120700000000.00".into()),

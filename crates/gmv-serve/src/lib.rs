@@ -10,6 +10,8 @@
 //!   (merchants, metrics); a publisher's [`gmv_core::view::LiveState`] is one.
 //! - `sse`: one `/api/live` stream per client, skipping forward when slow.
 //! - `routes`: the routes and their errors ([`router`]).
+//! - `server`: the accept loop and HTTP/1 connections under [`serve`], with
+//!   their header-read and idle deadlines.
 //! - [`prometheus`]: the `/metrics` text.
 //! - [`assets`]: the scoreboard page, embedded at compile time.
 //! - [`config`]: [`ServeConfig`], the `[http]` section.
@@ -52,6 +54,7 @@ pub mod config;
 pub mod feed;
 pub mod prometheus;
 mod routes;
+mod server;
 pub mod source;
 mod sse;
 
@@ -60,7 +63,6 @@ pub use feed::LiveFeed;
 pub use routes::router;
 pub use source::{FeedSource, Metrics, PartitionLag};
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -94,9 +96,14 @@ pub async fn bind(config: &ServeConfig) -> Result<TcpListener, ServeError> {
         })
 }
 
-/// Serves the routes of [`router`] on `listener` until `shutdown` is
-/// cancelled, then closes live streams and lets requests in flight finish,
-/// for at most `shutdown_grace`.
+/// Serves the routes of [`router`] over HTTP/1 on `listener` until
+/// `shutdown` is cancelled, then closes live streams and lets requests in
+/// flight finish, for at most `shutdown_grace`.
+///
+/// A connection is closed when a request's headers take longer than
+/// `header_read_timeout` to arrive, or when it has had no request in flight
+/// for `idle_timeout`; an `/api/live` stream is a request in flight for as
+/// long as it lasts.
 pub async fn serve(
     listener: TcpListener,
     feed: Arc<LiveFeed>,
@@ -106,23 +113,13 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving the live scoreboard at http://{addr}/");
     }
-    let grace = feed.config().shutdown_grace;
-    let app = router(feed, source, shutdown.clone());
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
+    let config = feed.config();
+    let timeouts = server::Timeouts {
+        header_read: config.header_read_timeout,
+        idle: config.idle_timeout,
     };
-    tokio::select! {
-        result = server => {
-            result.map_err(ServeError::Serve)?;
-            tracing::info!("HTTP server stopped");
-        }
-        () = deadline => {
-            tracing::warn!(?grace, "HTTP server stopped with connections still open (clients not reading)");
-        }
-    }
+    let grace = config.shutdown_grace;
+    let app = router(feed, source, shutdown.clone());
+    server::run(listener, app, timeouts, grace, shutdown).await;
     Ok(())
 }
