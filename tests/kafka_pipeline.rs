@@ -26,13 +26,38 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 4;
+
+/// The generator's arguments for every test's stream of `events`: a mix
+/// of duplicates, conflicts, malformed and late records among the good ones.
+fn stream_args(events: u64) -> Vec<String> {
+    [
+        "--events",
+        &events.to_string(),
+        "--seed",
+        "7",
+        "--merchants",
+        "2000",
+        "--duplicate-share",
+        "0.01",
+        "--conflict-share",
+        "0.002",
+        "--malformed-share",
+        "0.01",
+        "--outside-window-share",
+        "0.005",
+        "--foreign-share",
+        "0.05",
+    ]
+    .map(String::from)
+    .to_vec()
+}
 
 /// Where the test's Kafka is.
 enum Cluster {
@@ -184,38 +209,11 @@ deltas_per_base = 5
     /// Writes the stream to a file (for the reference) and produces the same
     /// records into the input topic.
     fn produce(&self, events: u64) -> Vec<u8> {
-        let file = self.dir.path().join("events.jsonl");
-        let stream = [
-            "--events".to_string(),
-            events.to_string(),
-            "--seed".into(),
-            "7".into(),
-            "--merchants".into(),
-            "2000".into(),
-            "--duplicate-share".into(),
-            "0.01".into(),
-            "--conflict-share".into(),
-            "0.002".into(),
-            "--malformed-share".into(),
-            "0.01".into(),
-            "--outside-window-share".into(),
-            "0.005".into(),
-            "--foreign-share".into(),
-            "0.05".into(),
-        ];
-        let status = self
-            .gmv()
-            .arg("generate")
-            .args(&stream)
-            .arg("-o")
-            .arg(&file)
-            .status()
-            .expect("gmv generate runs");
-        assert!(status.success());
+        let input = self.produce_file(events);
         let out = self
             .gmv()
             .arg("generate")
-            .args(&stream)
+            .args(stream_args(events))
             .args(["--kafka", &self.brokers])
             .output()
             .expect("gmv generate --kafka runs");
@@ -224,6 +222,21 @@ deltas_per_base = 5
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        input
+    }
+
+    /// Writes the test's stream of `events` to a file and returns it.
+    fn produce_file(&self, events: u64) -> Vec<u8> {
+        let file = self.dir.path().join("events.jsonl");
+        let status = self
+            .gmv()
+            .arg("generate")
+            .args(stream_args(events))
+            .arg("-o")
+            .arg(&file)
+            .status()
+            .expect("gmv generate runs");
+        assert!(status.success());
         std::fs::read(&file).expect("events readable")
     }
 
@@ -259,14 +272,59 @@ deltas_per_base = 5
             .expect("gmv run starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
+        // GMV_TEST_LOGS=DIR keeps each run's log there, for a failure's post-mortem.
+        let mut keep = std::env::var_os("GMV_TEST_LOGS").and_then(|dir| {
+            let path = std::path::Path::new(&dir).join(format!("{}-{}.log", self.tag, child.id()));
+            std::fs::File::create(path).ok()
+        });
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(file) = keep.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
                 if line.contains("assigned") && !line.contains("partitions=[]") {
                     let _ = tx.send(());
                 }
             }
         });
         (child, rx)
+    }
+
+    /// Starts `gmv run --kafka` and forwards every line of its log, as it
+    /// comes, with when it came.
+    fn spawn_watched(&self, extra: &[&str]) -> (Child, mpsc::Receiver<(Instant, String)>) {
+        let mut child = self
+            .gmv()
+            .args(["run", "--kafka", &self.brokers, "--progress", "never"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gmv run starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send((Instant::now(), line));
+            }
+        });
+        (child, rx)
+    }
+
+    /// Produces the same stream as [`Self::produce`] writes to a file, at
+    /// `rate` records/s, in the background.
+    fn produce_paced(&self, events: u64, rate: u64) -> (Vec<u8>, Child) {
+        let input = self.produce_file(events);
+        let child = self
+            .gmv()
+            .arg("generate")
+            .args(stream_args(events))
+            .args(["--kafka", &self.brokers, "--rate", &rate.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gmv generate --kafka starts");
+        (input, child)
     }
 
     fn consumer(&self) -> BaseConsumer {
@@ -872,6 +930,197 @@ fn rebalance_after_one_of_three_processes_dies_keeps_the_global_view_exact() {
     assert_eq!(partitions.len(), PARTITIONS as usize, "{partitions:?}");
     check_figures(&view, &want, &setup.thresholds);
     setup.check_alerts_topic(&view, &want);
+}
+
+/// The partitions a log line names: `partitions=[0, 1]`, or
+/// `partitions=[("topic", 0), ("topic", 1)]`.
+fn partitions_in(line: &str) -> Vec<i32> {
+    let Some(rest) = line.split("partitions=[").nth(1) else {
+        return Vec::new();
+    };
+    let list = rest.split(']').next().unwrap_or_default();
+    let mut found: Vec<i32> = list
+        .split(", ")
+        .filter_map(|item| item.trim_end_matches(')').parse().ok())
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// Records consumed per partition, from a live `/api/snapshot`.
+fn consumed_by_partition(port: u16) -> Option<HashMap<i64, u64>> {
+    let (status, body) = get(port, "/api/snapshot")?;
+    if status != 200 {
+        return None;
+    }
+    let snapshot: Value = serde_json::from_str(&body).ok()?;
+    let partitions = snapshot.pointer("/accounting/partitions")?.as_array()?;
+    Some(
+        partitions
+            .iter()
+            .filter_map(|p| Some((p["partition"].as_i64()?, p["consumed"].as_u64()?)))
+            .collect(),
+    )
+}
+
+#[test]
+fn a_second_member_joining_takes_only_half_the_partitions_while_the_first_keeps_counting() {
+    let Some(cluster) = Cluster::real() else {
+        return;
+    };
+    let setup = Setup::new(&cluster, "join");
+    let first_port = free_port();
+    let first_http = format!("127.0.0.1:{first_port}");
+    let args = [
+        "--workers",
+        "1",
+        "--exit-when-idle",
+        "6s",
+        "--report",
+        "/dev/null",
+    ];
+    let (mut first, first_log) =
+        setup.spawn_watched(&[&args[..], &["--http", &first_http]].concat());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, line) = first_log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the first process is assigned every partition");
+        if line.contains("assigned") && partitions_in(&line).len() == PARTITIONS as usize {
+            break;
+        }
+    }
+    // Records keep coming while the second process joins.
+    let (input, mut producer) = setup.produce_paced(300_000, 30_000);
+    let want = Reference::compute(&input);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = consumed_by_partition(first_port).expect("the first process serves its snapshot");
+    let (mut second, second_log) = setup.spawn_watched(&args);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let taken = loop {
+        let (_, line) = second_log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the second process is assigned partitions");
+        if line.contains("assigned") && !partitions_in(&line).is_empty() {
+            break partitions_in(&line);
+        }
+    };
+    let after = consumed_by_partition(first_port).expect("the first process serves its snapshot");
+    assert_eq!(
+        taken.len(),
+        PARTITIONS as usize / 2,
+        "the newcomer takes half: {taken:?}"
+    );
+    // The first process gave up exactly those, in one revocation, and kept
+    // counting the others while the group rebalanced.
+    let revocations: Vec<Vec<i32>> = first_log
+        .try_iter()
+        .filter(|(_, line)| line.contains("revoked"))
+        .map(|(_, line)| partitions_in(&line))
+        .collect();
+    assert_eq!(
+        revocations,
+        vec![taken.clone()],
+        "revocations of the first process"
+    );
+    let kept: Vec<i64> = (0..PARTITIONS as i64)
+        .filter(|p| !taken.contains(&(*p as i32)))
+        .collect();
+    for p in &kept {
+        assert!(
+            after.get(p) > before.get(p),
+            "partition {p} kept by the first process did not advance during the rebalance: {before:?} -> {after:?}"
+        );
+    }
+    assert!(producer.wait().expect("producer").success());
+    for child in [&mut first, &mut second] {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                assert!(status.success());
+                break;
+            }
+            assert!(Instant::now() < deadline, "a process did not finish");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let view = setup.global_view();
+    check_figures(&view, &want, &setup.thresholds);
+    setup.check_alerts_topic(&view, &want);
+}
+
+#[test]
+fn metrics_show_each_partitions_lag_while_a_preloaded_topic_drains_and_zero_at_the_end() {
+    let Some(cluster) = Cluster::real() else {
+        return;
+    };
+    let setup = Setup::new(&cluster, "lag");
+    setup.produce(600_000);
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    // One member: draining takes long enough to be watched.
+    let (mut child, _log) = setup.spawn_watched(&[
+        "--workers",
+        "1",
+        "--exit-when-idle",
+        "8s",
+        "--report",
+        "/dev/null",
+        "--http",
+        &http,
+    ]);
+    let lags = |body: &str| -> HashMap<String, u64> {
+        body.lines()
+            .filter(|l| l.starts_with("gmv_consumer_lag_records{"))
+            .filter_map(|l| {
+                let (labels, value) = l.rsplit_once(' ')?;
+                let partition = labels.split("partition=\"").nth(1)?.split('"').next()?;
+                Some((partition.to_owned(), value.parse::<f64>().ok()? as u64))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen_lagging: BTreeSet<String> = BTreeSet::new();
+    let mut last = HashMap::new();
+    // While draining: lag above zero on every partition at some point.
+    // Then: every partition at zero, before the process stops.
+    let mut at_zero = false;
+    while Instant::now() < deadline && child.try_wait().expect("wait").is_none() {
+        if let Some((200, body)) = get(port, "/metrics") {
+            last = lags(&body);
+            seen_lagging.extend(
+                last.iter()
+                    .filter(|(_, &lag)| lag > 0)
+                    .map(|(p, _)| p.clone()),
+            );
+            if seen_lagging.len() == PARTITIONS as usize
+                && last.len() == PARTITIONS as usize
+                && last.values().all(|&lag| lag == 0)
+            {
+                at_zero = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        seen_lagging.len(),
+        PARTITIONS as usize,
+        "partitions seen lagging: {seen_lagging:?}"
+    );
+    assert!(
+        at_zero,
+        "lag never reached zero on every partition: {last:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

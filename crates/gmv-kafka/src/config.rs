@@ -37,6 +37,13 @@ pub struct KafkaConfig {
     /// (unset: run until stopped).
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub exit_when_idle: Option<Duration>,
+    /// Static group membership: this process's members join as
+    /// `{id}-0`, `{id}-1`, ... (librdkafka `group.instance.id`), so a
+    /// restarted process with the same id gets its partitions back without
+    /// a rebalance if it returns within the session timeout. Unset: dynamic
+    /// membership. Give every process its own id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_instance_id: Option<String>,
     /// Checkpoints of per-partition state.
     pub checkpoint: CheckpointConfig,
     /// librdkafka properties for every client (consumers, producers, topic
@@ -79,6 +86,7 @@ impl Default for KafkaConfig {
             partitions: 4,
             connect_timeout: Duration::from_secs(30),
             exit_when_idle: None,
+            group_instance_id: None,
             checkpoint: CheckpointConfig::default(),
             client: BTreeMap::new(),
             consumer: BTreeMap::new(),
@@ -123,6 +131,10 @@ const RESERVED_CONSUMER_KEYS: &[(&str, &str)] = &[
         "offsets are committed only after a durable checkpoint",
     ),
     ("group.id", "set kafka.group_id"),
+    (
+        "group.instance.id",
+        "set kafka.group_instance_id (one id per process)",
+    ),
     ("bootstrap.servers", "set kafka.brokers"),
 ];
 

@@ -111,6 +111,15 @@ pub enum KafkaError {
         /// What the checkpoint is.
         why: String,
     },
+    /// A thread could not be started (environment: process limits).
+    #[error("{what}: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A checkpoint verified but could not be restored (internal bug).
     #[error("restoring {topic}/{partition}: {reason}")]
     Restore {

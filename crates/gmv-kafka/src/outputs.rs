@@ -22,7 +22,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Counts what librdkafka could not deliver, by kind.
@@ -80,6 +80,8 @@ pub struct Outputs {
     snapshots_topic: String,
     /// (merchant_id, threshold_cny) already in the alerts topic or sent by us.
     announced: Mutex<HashSet<(String, String)>>,
+    /// Reads of the alerts topic under way: alerts wait while any is.
+    holds: AtomicUsize,
 }
 
 /// The configuration every client of `config` starts from: the bootstrap
@@ -120,6 +122,7 @@ impl Outputs {
             alerts_topic: config.alerts_topic.clone(),
             snapshots_topic: config.snapshots_topic.clone(),
             announced: Mutex::new(HashSet::new()),
+            holds: AtomicUsize::new(0),
         })
     }
 
@@ -213,6 +216,22 @@ impl Outputs {
                 what: "waiting for output records to be delivered",
                 source,
             })
+    }
+
+    /// Holds alerts back until the matching [`Self::release_alerts`]: the
+    /// announced set is being read.
+    pub fn hold_alerts(&self) {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Ends one [`Self::hold_alerts`].
+    pub fn release_alerts(&self) {
+        self.holds.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether alerts wait (offer them again later).
+    pub fn alerts_held(&self) -> bool {
+        self.holds.load(Ordering::SeqCst) > 0
     }
 
     /// Replaces the announced set with what the alerts topic holds now

@@ -445,6 +445,19 @@ impl Partition {
     /// [journaled](Self::journaled) partition). Taken between batches by the
     /// partition's owner.
     pub fn checkpoint(&mut self, seq: u64, parent: Option<u64>) -> Checkpoint {
+        let kind = match parent {
+            None => CheckpointKind::Base,
+            Some(_) => CheckpointKind::Delta,
+        };
+        let mut checkpoint = self.capture(seq, kind);
+        checkpoint.parent = parent;
+        checkpoint
+    }
+
+    /// Like [`Self::checkpoint`], for a writer that chains links itself: the
+    /// delta's `parent` is left `None` for it to fill in once the previous
+    /// link is durable and its checksum known.
+    pub fn capture(&mut self, seq: u64, kind: CheckpointKind) -> Checkpoint {
         let journal = self.dedup.take_journal();
         let checkpointed: Vec<MerchantFigures> = self
             .merchants
@@ -453,16 +466,14 @@ impl Partition {
             .map(figures)
             .collect();
         let changed_hours = self.series.take_changed(CHECKPOINT);
-        let (kind, merchants, hours, crossings, dedup) = match parent {
-            None => (
-                CheckpointKind::Base,
+        let (merchants, hours, crossings, dedup) = match kind {
+            CheckpointKind::Base => (
                 self.merchants.iter().map(figures).collect(),
                 self.series.all(),
                 self.crossings.clone(),
                 DedupPart::Base(self.dedup.state()),
             ),
-            Some(_) => (
-                CheckpointKind::Delta,
+            CheckpointKind::Delta => (
                 checkpointed,
                 changed_hours,
                 self.crossings[self.crossings_checkpointed..].to_vec(),
@@ -474,7 +485,7 @@ impl Partition {
             seq,
             kind,
             settings_hash: state::settings_hash(&self.settings, self.dedup_max_ids),
-            parent,
+            parent: None,
             first_offset: self.first_position,
             next_offset: self.next_position,
             consumed: self.consumed,
@@ -522,6 +533,21 @@ impl Partition {
         let _ = partition.dedup.take_journal();
         partition.settle_after_restore();
         Ok(partition)
+    }
+
+    /// Applies the next delta of a chain to a partition restored from (or
+    /// built up by) the links before it. A checkpoint writer keeps such a
+    /// shadow of each partition it writes, so that it can write a base
+    /// without asking the partition's owner for its whole state.
+    pub fn extend(&mut self, link: &Checkpoint) -> Result<(), StateError> {
+        if link.settings_hash != state::settings_hash(&self.settings, self.dedup_max_ids) {
+            return Err(StateError::SettingsChanged);
+        }
+        let DedupPart::Delta(journal) = &link.dedup else {
+            return Err(StateError::Invalid("only a delta extends a chain"));
+        };
+        self.dedup.replay(journal);
+        self.absorb(link)
     }
 
     /// Takes a link's figures: merchants and hours whole, crossings added,

@@ -313,3 +313,58 @@ fn sixteen_partitions_hold_the_process_bound_together() {
     let bound = (max_allocated_bytes(max_ids) + 16 * crate::dedup::PER_SET_OVERHEAD) as u64;
     assert!(bytes <= bound, "{bytes} bytes > {bound}");
 }
+
+#[test]
+fn a_shadow_built_from_deltas_writes_the_base_the_partition_would() {
+    let events = day(300);
+    let mut live = partition();
+    let mut shadow = Partition::new(settings(), 1 << 16);
+    // Captures every 60 events: the shadow only ever sees deltas.
+    for (i, e) in events.iter().enumerate() {
+        let _ = feed(&mut live, i as i64, e);
+        if i % 60 == 59 {
+            let delta = live.capture(0, CheckpointKind::Delta);
+            shadow.extend(&delta).unwrap();
+        }
+    }
+    let from_shadow = shadow.capture(7, CheckpointKind::Base);
+    let from_live = live.capture(7, CheckpointKind::Base);
+    assert_eq!(from_shadow.next_offset, 300);
+    assert_eq!(
+        (
+            from_shadow.consumed,
+            from_shadow.rejected,
+            from_shadow.watermark
+        ),
+        (from_live.consumed, from_live.rejected, from_live.watermark)
+    );
+    let sorted = |mut m: Vec<MerchantFigures>| {
+        m.sort_by(|x, y| x.merchant_id.cmp(&y.merchant_id));
+        m
+    };
+    assert_eq!(
+        sorted(from_shadow.merchants.clone()),
+        sorted(from_live.merchants.clone())
+    );
+    assert_eq!(from_shadow.hours, from_live.hours);
+    assert_eq!(from_shadow.crossings, from_live.crossings);
+    assert_eq!(from_shadow.dedup, from_live.dedup);
+    // And it restores to a partition that goes on exactly.
+    let resumed = Partition::restore(settings(), 1 << 16, &[from_shadow]).unwrap();
+    assert_eq!(resumed.crossings(), live.crossings());
+}
+
+#[test]
+fn only_a_delta_under_the_same_settings_extends_a_shadow() {
+    let mut live = partition();
+    let _ = feed(&mut live, 0, &day(1)[0]);
+    let base = live.capture(1, CheckpointKind::Base);
+    let mut shadow = Partition::new(settings(), 1 << 16);
+    assert!(matches!(shadow.extend(&base), Err(StateError::Invalid(_))));
+    let delta = live.capture(2, CheckpointKind::Delta);
+    let mut other = Partition::new(settings(), 1 << 15);
+    assert!(matches!(
+        other.extend(&delta),
+        Err(StateError::SettingsChanged)
+    ));
+}

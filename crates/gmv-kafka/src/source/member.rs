@@ -3,10 +3,10 @@
 //! assigns it, each a [`Task`].
 //!
 //! Exactly-once, with respect to the log:
-//! - every `checkpoint.interval` the member waits until the outputs produced
-//!   so far are delivered, then writes each changed partition's state and
-//!   next offset as one durable checkpoint, and only then commits that
-//!   offset;
+//! - every `checkpoint.interval` the member captures what changed in each
+//!   partition and hands it to its writer ([`super::durable`]), which waits
+//!   until the outputs produced so far are delivered and makes the capture
+//!   durable; the member commits the offset only once the writer says so;
 //! - on assignment a partition is restored from its checkpoint and fetched
 //!   from exactly the checkpoint's offset (not the committed one), and a
 //!   record below the state's next offset is never counted again;
@@ -17,6 +17,7 @@
 //! librdkafka's bounded prefetch queue is the only buffer; when the
 //! producer's queue is full, sending waits, and so does consumption.
 
+use super::durable::{Durable, Restored};
 use super::task::Task;
 use super::Shared;
 use crate::checkpoint::Loaded;
@@ -24,6 +25,7 @@ use crate::config::KafkaConfig;
 use crate::outputs::client_config;
 use crate::KafkaError;
 use gmv_core::partition::Partition;
+use gmv_core::state::CheckpointKind;
 use gmv_core::view::PartitionKey;
 use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
@@ -33,27 +35,45 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Messages taken from librdkafka per processing round.
 const MAX_BATCH: usize = 2048;
 
+/// How often a member refreshes its partitions' consumer lag.
+const LAG_EVERY: Duration = Duration::from_millis(250);
+
+/// How often a quiet member asks the broker whether the input is drained
+/// (`kafka.exit_when_idle`).
+const END_CHECK_EVERY: Duration = Duration::from_millis(250);
+
 /// The consumer context: rebalance handling with checkpoints.
 pub(crate) struct Member {
     shared: Arc<Shared>,
     name: String,
+    index: usize,
     tasks: Mutex<HashMap<i32, Task>>,
-    /// Holds an assignment from the group (possibly empty): false between a
-    /// revocation and the next assignment, so a member mid-rebalance is
-    /// never taken for idle.
-    assigned: AtomicBool,
-    /// Assignments received so far: idleness restarts with each.
+    /// Makes captured checkpoints durable off this thread.
+    durable: Durable,
+    /// Assignments and revocations so far: idleness restarts with each.
     assignments: AtomicU64,
 }
 
 impl ClientContext for Member {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        // Errors also reach `error` below; the log proper is for debugging
+        // (`RUST_LOG=librdkafka=debug` with `kafka.consumer.debug`).
+        match level {
+            L::Emerg | L::Alert | L::Critical => {
+                tracing::error!(target: "librdkafka", member = %self.name, fac, "{log_message}")
+            }
+            _ => tracing::debug!(target: "librdkafka", member = %self.name, fac, "{log_message}"),
+        }
+    }
+
     fn error(&self, error: RdKafkaError, reason: &str) {
         // librdkafka retries broker errors itself: a warning, not a failure.
         tracing::warn!(member = %self.name, %error, reason, "kafka client error (retrying)");
@@ -84,40 +104,54 @@ impl Member {
             .collect();
         tracing::info!(member = %self.name, ?partitions, "assigned");
         let started = Instant::now();
+        // A partition assigned again while still held (librdkafka has taken
+        // it for lost without saying so): what it processed after its last
+        // durable checkpoint may be someone else's by now, so it starts over
+        // from the store like any newly assigned partition.
+        let stale: Vec<Task> = {
+            let mut tasks = self.tasks.lock();
+            partitions
+                .iter()
+                .filter_map(|(_, partition)| tasks.remove(partition))
+                .collect()
+        };
+        if !stale.is_empty() {
+            tracing::warn!(member = %self.name, partitions = ?stale.iter().map(|t| t.partition).collect::<Vec<_>>(), "assigned partitions it still held; resuming them from their checkpoints");
+            self.durable.wait();
+            for task in stale {
+                self.durable.forget(&task.topic, task.partition);
+                let Task {
+                    mut engine,
+                    handoff,
+                    ..
+                } = task;
+                handoff.close(&mut engine, false);
+            }
+        }
         let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for (topic, partition) in &partitions {
             by_topic.entry(topic).or_default().push(*partition);
         }
-        // The announced alerts and the checkpoint chains are read side by
-        // side: each read ends with a quiet wait (see `read_to_end`).
-        let metadata = self.committed_metadata(consumer, tpl);
         let shared = &self.shared;
-        let (announced, chains) = std::thread::scope(|scope| {
-            let announced = (!partitions.is_empty())
-                .then(|| scope.spawn(|| shared.outputs.reload_announced(&shared.config)));
-            let chains: Vec<_> = by_topic
-                .iter()
-                .map(|(topic, partitions)| {
-                    let metadata: Vec<String> = partitions
-                        .iter()
-                        .map(|&p| {
-                            let key = (topic.to_string(), p);
-                            metadata.get(&key).cloned().unwrap_or_default()
-                        })
-                        .collect();
-                    (*topic, shared.store.load(topic, partitions, &metadata))
-                })
-                .collect();
-            let announced = announced.map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            });
-            (announced, chains)
-        });
-        if let Some(Err(error)) = announced {
-            shared.fail(error);
+        if !partitions.is_empty() {
+            // Alerts already in the topic are read on the side; every alert
+            // waits until they are in, and counting starts at once.
+            shared.reload_announced();
         }
+        let metadata = self.committed_metadata(consumer, tpl);
+        let chains: Vec<_> = by_topic
+            .iter()
+            .map(|(topic, partitions)| {
+                let metadata: Vec<String> = partitions
+                    .iter()
+                    .map(|&p| {
+                        let key = (topic.to_string(), p);
+                        metadata.get(&key).cloned().unwrap_or_default()
+                    })
+                    .collect();
+                (*topic, shared.store.load(topic, partitions, &metadata))
+            })
+            .collect();
         let mut tasks = self.tasks.lock();
         for ((topic, loaded), partitions) in chains.into_iter().zip(by_topic.into_values()) {
             let loaded = match loaded {
@@ -165,9 +199,8 @@ impl Member {
                 "state restored; fetching"
             );
         }
-        shared.rebalanced(partitions.len() as i64);
         self.assignments.fetch_add(1, Ordering::SeqCst);
-        self.assigned.store(true, Ordering::SeqCst);
+        shared.rebalanced(self.index, Some(partitions.len()));
     }
 
     /// The metadata committed with each of `tpl`'s offsets, if the store
@@ -198,18 +231,22 @@ impl Member {
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        self.assigned.store(false, Ordering::SeqCst);
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         tracing::info!(member = %self.name, ?partitions, lost = consumer.assignment_lost(), "revoked");
         let mut tasks = self.tasks.lock();
         let mut revoked: Vec<Task> = partitions.iter().filter_map(|p| tasks.remove(p)).collect();
+        drop(tasks);
         // A lost assignment may already be someone else's: leave its
         // checkpoints alone and let the new owner resume from the last one.
-        if !consumer.assignment_lost() {
-            self.checkpoint(consumer, &mut revoked, CommitMode::Sync);
+        if consumer.assignment_lost() {
+            // Its captures in flight land before anyone (here) restores it.
+            self.durable.wait();
+        } else {
+            self.checkpoint_now(consumer, &mut revoked);
         }
-        drop(tasks);
         for task in revoked {
+            self.durable.forget(&task.topic, task.partition);
+            self.shared.forget_lag(&task.topic, task.partition);
             let Task {
                 mut engine,
                 handoff,
@@ -217,7 +254,6 @@ impl Member {
             } = task;
             handoff.close(&mut engine, false);
         }
-        self.shared.rebalanced(-(partitions.len() as i64));
         let unassigned = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
             _ => consumer.unassign(),
@@ -225,6 +261,19 @@ impl Member {
         if let Err(error) = unassigned {
             tracing::warn!(%error, "unassigning partitions");
         }
+        // Cooperative: a member that keeps partitions stays assigned. One
+        // left with none, or whose assignment was lost, or any member under
+        // the eager protocol, owns nothing until its next assignment: it is
+        // neither ready nor idle meanwhile.
+        let kept = self.tasks.lock().len();
+        let remaining = (matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        ) && !consumer.assignment_lost()
+            && kept > 0)
+            .then_some(kept);
+        self.assignments.fetch_add(1, Ordering::SeqCst);
+        self.shared.rebalanced(self.index, remaining);
     }
 
     /// The task of a newly assigned partition, from its loaded chain.
@@ -244,14 +293,15 @@ impl Member {
                 "checkpoint set aside; resuming {topic}/{partition} from the last good one and re-reading the log after it"
             );
         }
-        let (engine, restored) = match loaded.chain.last() {
+        let Loaded { chain, tip, .. } = loaded;
+        let (engine, restored) = match chain.last() {
             None => (
                 Partition::new(shared.settings.clone(), shared.dedup_share).journaled(),
                 None,
             ),
             Some(last) => {
                 let engine =
-                    Partition::restore(shared.settings.clone(), shared.dedup_share, &loaded.chain)
+                    Partition::restore(shared.settings.clone(), shared.dedup_share, &chain)
                         .map_err(|e| match e {
                             gmv_core::state::StateError::SettingsChanged => {
                                 KafkaError::SettingsChanged {
@@ -272,97 +322,147 @@ impl Member {
                     next_offset = last.next_offset,
                     "restored from checkpoint"
                 );
-                let deltas = loaded.chain.len().saturating_sub(1) as u32;
-                (engine, Some((last.seq, loaded.tip, deltas)))
+                let restored = Restored {
+                    seq: last.seq,
+                    tip,
+                    deltas: chain.len().saturating_sub(1) as u32,
+                    chain,
+                };
+                (engine, Some(restored))
             }
         };
+        let fresh = restored.is_none();
+        self.durable.adopt(topic, partition, restored);
         let handoff = shared
             .board
             .register(PartitionKey::kafka(topic, partition), &self.name);
-        Ok(Task::new(topic, partition, engine, handoff, restored))
+        Ok(Task::new(topic, partition, engine, handoff, !fresh))
     }
 
-    /// Makes the tasks' state durable and commits their offsets. Outputs
-    /// first: a checkpoint must never cover a dead letter or alert that is
-    /// not delivered.
-    fn checkpoint(&self, consumer: &BaseConsumer<Self>, tasks: &mut [Task], mode: CommitMode) {
-        let shared = &self.shared;
-        if let Err(error) = shared.outputs.flush(shared.config.connect_timeout) {
-            tracing::warn!(%error, "outputs not yet delivered; checkpoint postponed");
-            return;
-        }
-        let lost = shared
-            .outputs
-            .deliveries()
-            .lost_outputs
-            .load(Ordering::SeqCst);
-        if lost > 0 {
-            shared.fail(KafkaError::OutputsLost(lost));
-            return;
-        }
-        let mut commit = TopicPartitionList::new();
-        for task in tasks.iter_mut() {
+    /// Hands the writer a delta of each of `tasks` that changed since its
+    /// last capture and has none in flight. Cheap: no whole-state copy.
+    fn capture<'t>(&self, tasks: impl Iterator<Item = &'t mut Task>) {
+        let mut captures = Vec::new();
+        for task in tasks {
             let next = task.engine.next_position();
-            if next < 0 || next == task.checkpointed_next {
+            if task.in_flight || next < 0 || next == task.captured_next {
                 continue;
             }
-            let base = task.seq == 0
-                || task.tip.is_none()
-                || task.force_base
-                || task.deltas_since_base >= shared.config.checkpoint.deltas_per_base;
-            let checkpoint = task
-                .engine
-                .checkpoint(task.seq + 1, if base { None } else { task.tip });
-            match shared.store.save(&task.topic, task.partition, &checkpoint) {
-                Ok(checksum) => {
-                    task.seq += 1;
-                    task.tip = Some(checksum);
-                    task.deltas_since_base = if base { 0 } else { task.deltas_since_base + 1 };
-                    task.checkpointed_next = next;
-                    task.force_base = false;
-                    shared.checkpointed();
-                }
-                Err(error) => {
-                    // The changes were taken: only a base can cover them now.
-                    task.force_base = true;
-                    tracing::error!(topic = %task.topic, partition = task.partition, %error, "checkpoint failed; will retry with a full one");
+            // The writer numbers and chains links: 0 is a placeholder.
+            let delta = task.engine.capture(0, CheckpointKind::Delta);
+            task.captured_next = next;
+            task.in_flight = true;
+            captures.push(((task.topic.clone(), task.partition), delta));
+        }
+        self.durable.save(captures);
+    }
+
+    /// Takes the writer's answers for `tasks`; returns whether any of them
+    /// became durable.
+    fn settle<'t>(&self, tasks: impl Iterator<Item = &'t mut Task>) -> bool {
+        let mut by_partition: HashMap<(String, i32), &mut Task> =
+            tasks.map(|t| ((t.topic.clone(), t.partition), t)).collect();
+        let mut durable = false;
+        for saved in self.durable.saved() {
+            let Some(task) = by_partition.get_mut(&(saved.topic, saved.partition)) else {
+                continue; // revoked meanwhile
+            };
+            task.in_flight = false;
+            if saved.durable {
+                task.checkpointed_next = saved.next;
+                durable = true;
+            } else {
+                // Capture again, even with nothing new: the writer then
+                // writes a base that covers what failed.
+                task.captured_next = i64::MIN;
+            }
+        }
+        if durable {
+            self.shared.checkpointed();
+        }
+        durable
+    }
+
+    /// Commits every one of `tasks`' durable offsets, changed or not: a
+    /// commit lost to a rebalance is made good by the next one.
+    fn commit<'t>(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tasks: impl Iterator<Item = &'t Task>,
+        mode: CommitMode,
+    ) {
+        let mut offsets = TopicPartitionList::new();
+        for task in tasks {
+            if task.checkpointed_next < 0 {
+                continue;
+            }
+            let _ = offsets.add_partition_offset(
+                &task.topic,
+                task.partition,
+                Offset::Offset(task.checkpointed_next),
+            );
+            // Where the next owner starts reading the chain.
+            if let Some(metadata) = self
+                .shared
+                .store
+                .commit_metadata(&task.topic, task.partition)
+            {
+                if let Some(mut element) = offsets.find_partition(&task.topic, task.partition) {
+                    element.set_metadata(metadata);
                 }
             }
         }
-        // Every owned partition's durable offset, changed or not: a commit
-        // lost to a rebalance is made good by the next one.
-        for task in tasks.iter() {
-            if task.checkpointed_next >= 0 {
-                let _ = commit.add_partition_offset(
-                    &task.topic,
-                    task.partition,
-                    Offset::Offset(task.checkpointed_next),
-                );
-                // Where the next owner starts reading the chain.
-                if let Some(metadata) = shared.store.commit_metadata(&task.topic, task.partition) {
-                    if let Some(mut element) = commit.find_partition(&task.topic, task.partition) {
-                        element.set_metadata(metadata);
-                    }
-                }
+        if offsets.count() == 0 {
+            return;
+        }
+        match consumer.commit(&offsets, mode) {
+            Ok(()) => {}
+            // Expected while the group rebalances; the next commit (or the
+            // new owner's) carries the same durable offsets.
+            Err(RdKafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)) => {
+                tracing::debug!("commit deferred: the group is rebalancing");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "committing checkpointed offsets (the checkpoints stand; offsets are advisory)")
             }
         }
-        if commit.count() > 0 {
-            match consumer.commit(&commit, mode) {
-                Ok(()) => {}
-                // Expected while the group rebalances; the next commit (or
-                // the new owner's) carries the same durable offsets.
-                Err(RdKafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)) => {
-                    tracing::debug!("commit deferred: the group is rebalancing");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "committing checkpointed offsets (the checkpoints stand; offsets are advisory)")
-                }
-            }
-        }
+    }
+
+    /// Makes everything `tasks` processed durable and commits it, waiting
+    /// for the writer (before a partition leaves this member).
+    fn checkpoint_now(&self, consumer: &BaseConsumer<Self>, tasks: &mut [Task]) {
+        // A capture in flight first, so that the last one covers the rest.
+        self.durable.wait();
+        self.settle(tasks.iter_mut());
+        self.capture(tasks.iter_mut());
+        self.durable.wait();
+        self.settle(tasks.iter_mut());
+        self.commit(consumer, tasks.iter(), CommitMode::Sync);
+    }
+
+    /// Publishes each owned partition's consumer lag: the high watermark
+    /// the client last saw (no request to the broker) less the next offset.
+    fn report_lag(&self, consumer: &BaseConsumer<Self>) {
+        let tasks = self.tasks.lock();
+        let lags: Vec<(String, i32, i64)> = tasks
+            .values()
+            .filter_map(|t| {
+                let (low, high) = cached_watermarks(consumer, &t.topic, t.partition)?;
+                let next = t.engine.next_position();
+                let from = if next >= 0 { next } else { low.max(0) };
+                Some((t.topic.clone(), t.partition, (high - from).max(0)))
+            })
+            .collect();
+        drop(tasks);
+        self.shared.report_lag(lags);
     }
 
     /// Whether every owned partition has been processed up to its high
-    /// watermark (asked of the broker: only checked once quiet).
+    /// watermark, and the group as a whole has committed every partition of
+    /// the input topic up to its end (asked of the broker: only checked once
+    /// quiet). The second half matters under cooperative rebalancing: a
+    /// partition moving between members belongs to nobody for a while, and
+    /// a run that stopped then would leave it out.
     fn at_end(&self, consumer: &BaseConsumer<Self>) -> bool {
         let owned: Vec<(String, i32, i64)> = self
             .tasks
@@ -370,10 +470,32 @@ impl Member {
             .values()
             .map(|t| (t.topic.clone(), t.partition, t.engine.next_position()))
             .collect();
-        owned.iter().all(|(topic, partition, next)| {
+        let timeout = Duration::from_secs(2);
+        let drained = |topic: &str, partition: i32, next: i64| {
             consumer
-                .fetch_watermarks(topic, *partition, Duration::from_secs(2))
-                .is_ok_and(|(low, high)| high == 0 || high <= low || *next >= high)
+                .fetch_watermarks(topic, partition, timeout)
+                .is_ok_and(|(low, high)| high == 0 || high <= low || next >= high)
+        };
+        if !owned.iter().all(|(t, p, next)| drained(t, *p, *next)) {
+            return false;
+        }
+        let topic = &self.shared.config.input_topic;
+        let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else {
+            return false;
+        };
+        let mut all = TopicPartitionList::new();
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            all.add_partition(topic, partition.id());
+        }
+        let Ok(committed) = consumer.committed_offsets(all, timeout) else {
+            return false;
+        };
+        committed.elements().iter().all(|e| {
+            let next = match e.offset() {
+                Offset::Offset(n) => n,
+                _ => -1,
+            };
+            drained(topic, e.partition(), next)
         })
     }
 
@@ -403,17 +525,22 @@ impl Member {
     /// Hands a delta of every owned partition that has one due (a quiet
     /// partition still gets its last records published).
     fn offer_all(&self) {
+        let outputs = &self.shared.outputs;
         for task in self.tasks.lock().values_mut() {
+            task.announce(outputs);
             task.handoff.offer(&mut task.engine);
         }
     }
 }
 
 /// The librdkafka consumer properties of a member.
-fn consumer_config(config: &KafkaConfig, client_id: &str) -> rdkafka::ClientConfig {
+fn consumer_config(config: &KafkaConfig, client_id: &str, index: usize) -> rdkafka::ClientConfig {
     let mut cfg = client_config(config);
     cfg.set("group.id", &config.group_id)
         .set("client.id", client_id)
+        // A member joining or leaving moves only the partitions that must
+        // move; the others keep counting through the rebalance.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -426,6 +553,11 @@ fn consumer_config(config: &KafkaConfig, client_id: &str) -> rdkafka::ClientConf
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("queued.max.messages.kbytes", "32768");
+    if let Some(id) = &config.group_instance_id {
+        // Static membership: a restarted process gets its partitions back
+        // without a rebalance if it returns within the session timeout.
+        cfg.set("group.instance.id", format!("{id}-{index}"));
+    }
     for (key, value) in &config.consumer {
         cfg.set(key, value);
     }
@@ -436,14 +568,19 @@ fn consumer_config(config: &KafkaConfig, client_id: &str) -> rdkafka::ClientConf
 /// checkpoint and commit, with its partitions handed to the publisher.
 pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaError> {
     let name = format!("{}/{}/{index}", hostname(), std::process::id());
+    let durable = Durable::start(shared.clone(), index).map_err(|source| KafkaError::Thread {
+        what: "starting a checkpoint writer",
+        source,
+    })?;
     let context = Member {
         shared: shared.clone(),
         name: name.clone(),
+        index,
         tasks: Mutex::new(HashMap::new()),
-        assigned: AtomicBool::new(false),
+        durable,
         assignments: AtomicU64::new(0),
     };
-    let consumer: BaseConsumer<Member> = consumer_config(&shared.config, &name)
+    let consumer: BaseConsumer<Member> = consumer_config(&shared.config, &name, index)
         .create_with_context(context)
         .map_err(|source| KafkaError::Client {
             what: "creating a consumer",
@@ -458,6 +595,8 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
     let member = consumer.context();
     let interval = shared.config.checkpoint.interval;
     let mut last_checkpoint = Instant::now();
+    let mut last_lag = Instant::now();
+    let (mut idle, mut last_end_check) = (false, Instant::now());
     // Idle time counts from the last record or the last assignment, whichever
     // is later: a partition just taken over may look finished (tansu 0.6
     // under-reports high watermarks) before its first fetch returns.
@@ -489,12 +628,21 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
             batch.clear();
             last_message = Instant::now();
         }
-        if last_checkpoint.elapsed() >= interval {
+        {
             let mut tasks = member.tasks.lock();
-            let mut owned: Vec<Task> = tasks.drain().map(|(_, t)| t).collect();
-            member.checkpoint(&consumer, &mut owned, CommitMode::Async);
-            tasks.extend(owned.into_iter().map(|t| (t.partition, t)));
-            last_checkpoint = Instant::now();
+            let durable = member.settle(tasks.values_mut());
+            let due = last_checkpoint.elapsed() >= interval;
+            if due {
+                member.capture(tasks.values_mut());
+                last_checkpoint = Instant::now();
+            }
+            if durable || due {
+                member.commit(&consumer, tasks.values(), CommitMode::Async);
+            }
+        }
+        if last_lag.elapsed() >= LAG_EVERY {
+            member.report_lag(&consumer);
+            last_lag = Instant::now();
         }
         if shared.config.exit_when_idle.is_some() {
             let assignments = member.assignments.load(Ordering::SeqCst);
@@ -503,18 +651,28 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
                 last_message = Instant::now();
             }
             let idle_after = shared.config.exit_when_idle.unwrap_or_default();
-            let idle = member.assigned.load(Ordering::SeqCst)
-                && last_message.elapsed() >= idle_after
-                && member.at_end(&consumer);
+            if !shared.is_assigned(index) || last_message.elapsed() < idle_after {
+                idle = false;
+            } else if last_end_check.elapsed() >= END_CHECK_EVERY {
+                idle = member.at_end(&consumer);
+                last_end_check = Instant::now();
+            }
             shared.idle[index].store(idle, Ordering::SeqCst);
         }
     }
     // Drain: everything processed becomes durable and committed before we
     // leave the group, and the publisher gets each partition's last delta.
+    member.report_lag(&consumer);
+    // Crossings held while the alerts topic was read go out before the end.
+    let held_since = Instant::now();
+    while shared.outputs.alerts_held() && held_since.elapsed() < shared.config.connect_timeout {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    member.offer_all();
     let mut tasks = member.tasks.lock();
     let mut owned: Vec<Task> = tasks.drain().map(|(_, t)| t).collect();
     drop(tasks);
-    member.checkpoint(&consumer, &mut owned, CommitMode::Sync);
+    member.checkpoint_now(&consumer, &mut owned);
     for task in owned {
         let Task {
             mut engine,
@@ -526,6 +684,32 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
     shared.drained_wait_for_others();
     consumer.unsubscribe();
     Ok(())
+}
+
+/// The low and high watermarks of a partition as the client last saw them
+/// in fetch responses: no request to the broker, so cheap to ask often.
+/// `None` until the first fetch answers.
+fn cached_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client handle lives as long as `consumer`, `topic` is a
+    // NUL-terminated string that outlives the call, and librdkafka only
+    // writes the two offsets (rd_kafka_get_watermark_offsets is documented
+    // as a local, non-blocking lookup).
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some((low, high))
 }
 
 fn hostname() -> String {

@@ -11,6 +11,7 @@
 //! and the [`SnapshotsTopic`] sink that publishes the process's partitions
 //! for `gmv serve --from-kafka`.
 
+mod durable;
 mod member;
 mod task;
 
@@ -23,6 +24,7 @@ use gmv_core::partition::dedup_share;
 use gmv_core::view::LiveState;
 use gmv_core::Settings;
 use gmv_pipeline::{AlertOrder, Board, Lifecycle, Source, StopCause, TaskError};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -53,6 +55,12 @@ pub(crate) struct Shared {
     /// One flag per member: everything it owns is at the log's end and has
     /// been for `exit_when_idle`.
     pub(crate) idle: Vec<AtomicBool>,
+    /// One flag per member: it holds an assignment from the group (possibly
+    /// empty), restored. False between an eager revocation and the next
+    /// assignment, so a member mid-rebalance is neither idle nor ready.
+    assigned: Vec<AtomicBool>,
+    /// Consumer lag of every partition this process owns.
+    lag: parking_lot::Mutex<BTreeMap<(String, i32), i64>>,
     /// Members that have made their final checkpoint and commit.
     drained: AtomicUsize,
 }
@@ -63,13 +71,76 @@ impl Shared {
         self.lifecycle.fail(Box::new(error));
     }
 
-    /// Counts a rebalance that changed this process's partitions by `change`.
-    pub(crate) fn rebalanced(&self, change: i64) {
+    /// Counts a rebalance after which member `member` owns `owned`
+    /// partitions, restored (`None`: none until its next assignment). The
+    /// process is ready once every member holds an assignment.
+    pub(crate) fn rebalanced(&self, member: usize, owned: Option<usize>) {
+        self.assigned[member].store(owned.is_some(), Ordering::SeqCst);
+        let ready = self.assigned.iter().all(|a| a.load(Ordering::SeqCst));
         self.state.set_status(|s| {
             s.rebalances += 1;
-            s.partitions = (s.partitions as i64 + change).max(0) as u64;
-            s.ready = true;
+            s.ready = ready;
         });
+        self.owned_changed();
+    }
+
+    /// Whether member `member` holds an assignment.
+    pub(crate) fn is_assigned(&self, member: usize) -> bool {
+        self.assigned[member].load(Ordering::SeqCst)
+    }
+
+    /// Replaces the lag of the partitions in `lags`.
+    pub(crate) fn report_lag(&self, lags: Vec<(String, i32, i64)>) {
+        let mut all = self.lag.lock();
+        for (topic, partition, lag) in lags {
+            all.insert((topic, partition), lag);
+        }
+        drop(all);
+        self.owned_changed();
+    }
+
+    /// Drops a partition that left this process from the lag figures.
+    pub(crate) fn forget_lag(&self, topic: &str, partition: i32) {
+        self.lag.lock().remove(&(topic.to_owned(), partition));
+    }
+
+    fn owned_changed(&self) {
+        let all = self.lag.lock();
+        let lag: Vec<(String, i32, i64)> = all
+            .iter()
+            .map(|((topic, partition), lag)| (topic.clone(), *partition, *lag))
+            .collect();
+        drop(all);
+        self.state.set_status(|s| {
+            s.partitions = lag.len() as u64;
+            s.lag = lag;
+        });
+    }
+
+    /// Reads the alerts already in the alerts topic into the announced set
+    /// on another thread, holding every alert of this process until it is
+    /// done (a partition that moved here must not announce again what its
+    /// last owner announced), while counting goes on.
+    pub(crate) fn reload_announced(self: &Arc<Self>) {
+        let shared = self.clone();
+        self.outputs.hold_alerts();
+        let spawned = std::thread::Builder::new()
+            .name("gmv-announced".into())
+            .spawn(move || {
+                let result = shared.outputs.reload_announced(&shared.config);
+                shared.outputs.release_alerts();
+                match result {
+                    Ok(n) => tracing::debug!(alerts = n, "announced alerts read"),
+                    Err(error) => shared.fail(error),
+                }
+            });
+        if let Err(source) = spawned {
+            self.outputs.release_alerts();
+            self.fail(KafkaError::Thread {
+                what: "starting the alerts-topic reader",
+                source,
+            });
+        }
     }
 
     /// Notes a durable checkpoint.
@@ -189,6 +260,8 @@ impl Source for KafkaSource {
         let shared = Arc::new(Shared {
             settings: self.settings,
             idle: (0..self.members).map(|_| AtomicBool::new(false)).collect(),
+            assigned: (0..self.members).map(|_| AtomicBool::new(false)).collect(),
+            lag: parking_lot::Mutex::new(BTreeMap::new()),
             config: self.config,
             store: self.store,
             outputs: self.outputs,

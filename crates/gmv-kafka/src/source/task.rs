@@ -21,16 +21,13 @@ pub(crate) struct Task {
     pub(crate) engine: Partition,
     /// Its way to the publisher.
     pub(crate) handoff: Handoff,
-    /// Sequence number of the last durable checkpoint (0: none).
-    pub(crate) seq: u64,
-    /// Checksum of the last durable checkpoint, which the next delta extends.
-    pub(crate) tip: Option<u64>,
-    pub(crate) deltas_since_base: u32,
-    /// Next offset in the last durable checkpoint (-1: none).
+    /// Next offset in the last durable checkpoint (-1: none): what is
+    /// committed.
     pub(crate) checkpointed_next: i64,
-    /// The next checkpoint must be a base (a save failed after the changes
-    /// since the last one were taken).
-    pub(crate) force_base: bool,
+    /// Next offset at the last capture handed to the writer (-1: none).
+    pub(crate) captured_next: i64,
+    /// A capture is with the writer and not yet answered.
+    pub(crate) in_flight: bool,
     /// Crossings already offered to the alerts topic.
     pub(crate) alerts_done: usize,
     /// Re-fetches in a row for the same gap (see [`Task::contiguous`]).
@@ -41,26 +38,23 @@ pub(crate) struct Task {
 }
 
 impl Task {
-    /// A task over `engine` (fresh, or restored with its last link's `seq`,
-    /// checksum `tip`, `deltas` deltas since its base, and next offset).
+    /// A task over `engine`, fresh or `restored` from a checkpoint.
     pub(crate) fn new(
         topic: &str,
         partition: i32,
         engine: Partition,
         handoff: Handoff,
-        restored: Option<(u64, Option<u64>, u32)>,
+        restored: bool,
     ) -> Self {
         let next = engine.next_position();
-        let (seq, tip, deltas) = restored.unwrap_or((0, None, 0));
+        let durable = if restored { next } else { -1 };
         Self {
             topic: topic.to_owned(),
             partition,
             handoff,
-            seq,
-            tip,
-            deltas_since_base: deltas,
-            checkpointed_next: if restored.is_some() { next } else { -1 },
-            force_base: false,
+            checkpointed_next: durable,
+            captured_next: durable,
+            in_flight: false,
             // Restored crossings are offered again: the announced set (read
             // from the alerts topic) drops those already out.
             alerts_done: 0,
@@ -169,7 +163,7 @@ impl Task {
     /// Offers the crossings not yet offered to the alerts topic.
     pub(crate) fn announce(&mut self, outputs: &Outputs) {
         let crossings = self.engine.crossings();
-        if crossings.len() > self.alerts_done {
+        if crossings.len() > self.alerts_done && !outputs.alerts_held() {
             let settings = self.engine.settings().clone();
             for crossing in &crossings[self.alerts_done..] {
                 outputs.alert(&alert_record(&settings, crossing));
