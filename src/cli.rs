@@ -114,10 +114,10 @@ pub struct EngineFlags {
     /// Snapshot cadence, e.g. 500ms (overrides publish.interval).
     #[arg(long)]
     pub publish_interval: Option<String>,
-    /// JSON-lines file for rejected records (overrides dead_letter.path).
+    /// JSON-lines file for rejected records (sets dead_letter.path; default: beside the report).
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
-    /// Where to write the final report JSON (default: stdout for `run`, nowhere for `demo`).
+    /// Where to write the final report JSON, `-` for stdout (default for `run`: stdout unless it is a terminal, then <input>.report.json; for `demo`: none).
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Also write each threshold alert as a JSON line here.
@@ -323,7 +323,7 @@ impl KafkaFlags {
 /// the flag).
 #[allow(dead_code)] // for a command's flags that need no name of their own
 pub fn set_if<T: serde::Serialize>(figment: Figment, key: &str, value: Option<T>) -> Figment {
-    set_flag(figment, "(a command-line flag)", key, value)
+    set_flag(figment, "", key, value)
 }
 
 /// Layers `key = value` over `figment` when `flag` gave a value; a problem

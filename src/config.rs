@@ -175,7 +175,10 @@ impl<P: Provider> Provider for Named<P> {
 /// so a problem with it says which flag to fix.
 pub fn flag_layer<T: Serialize>(flag: &str, key: &str, value: T) -> impl Provider {
     Named {
-        name: format!("flag {flag}"),
+        name: match flag {
+            "" => "a command-line flag".to_owned(),
+            flag => format!("flag {flag}"),
+        },
         source: None,
         inner: Serialized::default(key, value),
     }

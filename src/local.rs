@@ -163,7 +163,10 @@ impl Local {
         }
         let mut sinks: Vec<Box<dyn TickSink>> = vec![Box::new(LiveSinks(live))];
         if progress {
-            sinks.push(Box::new(ProgressLine::new(expected_records)));
+            sinks.push(Box::new(ProgressLine::new(
+                expected_records,
+                lifecycle.clone(),
+            )));
         }
         sinks.extend(extra);
         let run = gmv_pipeline::run(
@@ -294,13 +297,15 @@ fn write_report(report: &Report, path: &Path) -> Result<()> {
 struct ProgressLine {
     last: Instant,
     expected: Option<u64>,
+    lifecycle: Lifecycle,
 }
 
 impl ProgressLine {
-    fn new(expected: Option<u64>) -> Self {
+    fn new(expected: Option<u64>, lifecycle: Lifecycle) -> Self {
         Self {
             last: Instant::now() - Duration::from_secs(1),
             expected,
+            lifecycle,
         }
     }
 }
@@ -311,11 +316,18 @@ impl TickSink for ProgressLine {
             return;
         }
         self.last = Instant::now();
+        // The last tick of an input read to its end is all of it, whatever
+        // the estimate said; one cut short by a signal or a failure is not.
+        let ended = tick.last
+            && matches!(
+                self.lifecycle.cause(),
+                StopCause::Running | StopCause::Finished
+            );
         term::show_progress(&progress_text(
             tick.snapshot,
             tick.elapsed,
             self.expected,
-            tick.last,
+            ended,
         ));
     }
 }
@@ -324,7 +336,7 @@ fn progress_text(
     snapshot: &Snapshot,
     elapsed: Duration,
     expected: Option<u64>,
-    last: bool,
+    ended: bool,
 ) -> String {
     let f = &snapshot.figures;
     let consumed = f.accounting.consumed;
@@ -333,10 +345,13 @@ fn progress_text(
     let mut line = format!("{} records", term::grouped(consumed));
     if let Some(expected) = expected {
         // The size is an estimate: never claim done before the end.
-        let cap = if last { 1.0 } else { 0.99 };
-        let done = (consumed as f64 / expected as f64).min(cap);
+        let done = if ended {
+            1.0
+        } else {
+            (consumed as f64 / expected as f64).min(0.99)
+        };
         line += &format!("  {:.0}%", done * 100.0);
-        if !last && done > 0.0 {
+        if !ended && done > 0.0 {
             line += &format!(
                 "  {} left",
                 term::short_duration(seconds * (1.0 - done) / done)
@@ -359,9 +374,8 @@ fn progress_text(
 pub fn summary(report: &Report, busy: Duration) -> String {
     let f = &report.figures;
     let mut out = format!(
-        "GMV {} (US${}) from {} transactions; {:.1}% on mobile\n",
-        term::cny(&f.gmv_cny),
-        term::amount_in_words(&f.gmv_usd),
+        "GMV {} from {} transactions; {:.1}% on mobile\n",
+        term::cny_with_usd(&f.gmv_cny, &f.gmv_usd),
         term::grouped(f.transactions),
         f.mobile_share * 100.0
     );

@@ -142,13 +142,15 @@ pub fn amount_in_words(amount: &str) -> String {
     grouped_amount(amount)
 }
 
-/// A CNY amount for a summary: `¥166,479,927,452.00 (¥166.48 billion)`.
-pub fn cny(amount: &str) -> String {
-    let words = amount_in_words(amount);
+/// A CNY amount with its USD figure:
+/// `¥166,479,927,452.00 (¥166.48 billion; US$25.04 billion)`.
+pub fn cny_with_usd(cny_amount: &str, usd_amount: &str) -> String {
+    let words = amount_in_words(cny_amount);
+    let usd = amount_in_words(usd_amount);
     if words.ends_with("illion") {
-        format!("¥{} (¥{words})", grouped_amount(amount))
+        format!("¥{} (¥{words}; US${usd})", grouped_amount(cny_amount))
     } else {
-        format!("¥{}", grouped_amount(amount))
+        format!("¥{} (US${usd})", grouped_amount(cny_amount))
     }
 }
 
@@ -173,15 +175,14 @@ mod tests {
 
     #[test]
     fn money_is_grouped_and_said_in_words() {
-        assert_eq!(
-            cny("166479927452.00"),
-            "¥166,479,927,452.00 (¥166.48 billion)"
-        );
         assert_eq!(cny_words("100000000.00"), "¥100 million");
         assert_eq!(cny_words("1000000000.00"), "¥1 billion");
         assert_eq!(cny_words("500000000.00"), "¥500 million");
-        assert_eq!(cny("1299.00"), "¥1,299.00");
-        assert_eq!(cny("0.00"), "¥0.00");
+        assert_eq!(cny_with_usd("1299.00", "195.37"), "¥1,299.00 (US$195.37)");
+        assert_eq!(
+            cny_with_usd("166479927452.00", "25038581088.78"),
+            "¥166,479,927,452.00 (¥166.48 billion; US$25.04 billion)"
+        );
         assert_eq!(grouped(1_480_000_000), "1,480,000,000");
         assert_eq!(grouped(999), "999");
         assert_eq!(grouped_amount("not money"), "not money");
