@@ -463,7 +463,7 @@ fn problem_of(figment: &Figment, data: &Dict, e: &figment::Error) -> Problem {
     let key = if segments.is_empty() {
         "(top level)".to_owned()
     } else {
-        dotted(&segments)
+        shown_key(&segments)
     };
     let origin = origin_of(figment, data, &segments).or_else(|| {
         e.metadata
@@ -473,6 +473,15 @@ fn problem_of(figment: &Figment, data: &Dict, e: &figment::Error) -> Problem {
     });
     let name = segments.last().map(String::as_str).unwrap_or("");
     let message = match &e.kind {
+        // TOML reads an unquoted date-time as a date-time, not as text.
+        Kind::InvalidType(Actual::Map, expected)
+            if expected.contains("string") && is_toml_datetime(data, &segments) =>
+        {
+            format!(
+                "a TOML date-time is not text: put it in quotes, e.g. {}",
+                example(&segments, name, expected)
+            )
+        }
         Kind::UnknownField(found, expected) => unknown_key(
             found,
             expected,
@@ -498,9 +507,38 @@ fn problem_of(figment: &Figment, data: &Dict, e: &figment::Error) -> Problem {
         Kind::Unsupported(actual) | Kind::UnsupportedKey(actual, _) => {
             format!("{} cannot be used here", actual_words(actual))
         }
-        Kind::Message(message) => message.clone(),
+        Kind::Message(message) => match example(&segments, name, "") {
+            example if example.is_empty() => message.clone(),
+            example => format!("{message}, e.g. {example}"),
+        },
     };
     with_origin(ConfigError::new(key, message), origin.as_deref())
+}
+
+/// `segments` as a key to show: a list item as `key[1]`.
+fn shown_key(segments: &[String]) -> String {
+    match segments.split_last() {
+        Some((last, parent)) if !parent.is_empty() && last.parse::<usize>().is_ok() => {
+            format!("{}[{last}]", dotted(parent))
+        }
+        _ => dotted(segments),
+    }
+}
+
+/// Whether the value at `segments` is a TOML date-time (figment keeps one
+/// as a table with a marker key).
+fn is_toml_datetime(data: &Dict, segments: &[String]) -> bool {
+    let mut dict = data;
+    for (i, segment) in segments.iter().enumerate() {
+        match dict.get(segment) {
+            Some(Value::Dict(_, inner)) if i + 1 == segments.len() => {
+                return inner.keys().any(|k| k.contains("datetime"));
+            }
+            Some(Value::Dict(_, inner)) => dict = inner,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// "`workres` is not a key of [engine]; did you mean `workers`? ...".
@@ -623,9 +661,26 @@ fn actual_words(actual: &Actual) -> String {
 /// An example of a good value for the key at `segments`: its default when
 /// it has one, otherwise one of the expected kind.
 fn example(segments: &[String], name: &str, expected: &str) -> String {
+    // A list item: the first item of the default list.
+    if let Some((last, parent)) = segments.split_last() {
+        if last.parse::<usize>().is_ok() {
+            return match default_value(parent) {
+                Some(toml::Value::Array(items)) => {
+                    items.first().map(|v| v.to_string()).unwrap_or_default()
+                }
+                _ => String::new(),
+            };
+        }
+    }
     if let Some(value) = default_value(segments) {
         let shown = match &value {
-            toml::Value::Table(_) => None,
+            toml::Value::Table(table) => {
+                return table
+                    .iter()
+                    .next()
+                    .map(|(k, v)| format!("[{}] {k} = {v}", dotted(segments)))
+                    .unwrap_or_default();
+            }
             other => Some(other.to_string()),
         };
         if let Some(shown) = shown {

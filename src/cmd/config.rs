@@ -41,8 +41,8 @@ fn unset_http() -> Result<String> {
     Ok(out)
 }
 
-/// Every value as `ORIGIN  key = value`, by key, ORIGIN being `default`, `file PATH`, `environment GMV__...` or
-/// `flag --NAME`.
+/// Every value as `ORIGIN  key = value`, by key, ORIGIN being `default`,
+/// `file PATH`, `environment GMV__...` or `flag --NAME`.
 fn origins(config: &Config, layers: &Figment) -> Result<String> {
     let tree = toml::Value::try_from(config).context("printing the configuration")?;
     let data = figment::Provider::data(layers)
