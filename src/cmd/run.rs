@@ -149,8 +149,12 @@ fn beside_report(report: &ReportTo, input_stem: Option<&str>) -> PathBuf {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "gmv".into());
-            let stem = stem.strip_suffix(".report").unwrap_or(&stem).to_owned();
-            path.with_file_name(format!("{stem}.dead-letters.jsonl"))
+            let name = match (stem.strip_suffix(".report"), stem.strip_suffix("-report")) {
+                (Some(base), _) => format!("{base}.dead-letters.jsonl"),
+                (None, Some(base)) => format!("{base}-dead-letters.jsonl"),
+                (None, None) => format!("{stem}.dead-letters.jsonl"),
+            };
+            path.with_file_name(name)
         }
         ReportTo::Stdout => match input_stem {
             Some(stem) => PathBuf::from(format!("{stem}.dead-letters.jsonl")),
