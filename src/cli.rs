@@ -3,17 +3,20 @@
 //! (see [`crate::config`]).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use figment::providers::Serialized;
 use figment::Figment;
 use std::path::PathBuf;
+
+/// The exit codes, shown under every command's `--help`.
+pub const EXIT_CODES: &str = "Exit codes: 0 done; 1 runtime failure (input unreadable, cluster \
+    unreachable, output not writable); 2 usage or configuration error (nothing was done); \
+    130/143 stopped by SIGINT/SIGTERM (what was read is counted and reported).";
 
 #[derive(Parser)]
 #[command(
     name = "gmv",
     version,
     about = "Real-time GMV analytics over settled-transaction streams",
-    after_help = "Exit codes: 0 done; 1 runtime failure; 2 usage or configuration error; \
-                  130/143 stopped by SIGINT/SIGTERM (what was read is counted and reported)."
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     /// A TOML file layered over the embedded defaults (see config/default.toml).
@@ -35,17 +38,53 @@ pub enum LogFormat {
 #[derive(Subcommand)]
 pub enum Command {
     /// Process newline-delimited JSON events from a file or stdin, or a Kafka topic, and write the report.
+    #[command(after_help = RUN_HELP)]
     Run(RunArgs),
     /// Run the synthetic 11.11 day through Kafka (an embedded cluster) and print the day's figures.
+    #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
     /// Write the synthetic 11.11 stream as newline-delimited JSON, or produce it into Kafka.
+    #[command(after_help = EXIT_CODES)]
     Generate(GenerateArgs),
     /// Serve the live scoreboard from the Kafka snapshots topic alone (the global view).
+    #[command(after_help = EXIT_CODES)]
     Serve(ServeArgs),
     /// Write the post-event report (report.json, merchants.csv, report.html) from a run's report.
+    #[command(after_help = EXIT_CODES)]
     Report(ReportArgs),
-    /// Print the merged configuration (defaults, file, environment) as TOML.
-    Config,
+    /// Print the merged configuration (defaults, file, environment, flags) as TOML.
+    #[command(after_help = EXIT_CODES)]
+    Config(ConfigArgs),
+    /// Print a shell completion script, e.g. `gmv completions bash > /etc/bash_completion.d/gmv`.
+    #[command(after_help = EXIT_CODES)]
+    Completions(CompletionsArgs),
+}
+
+/// Where `gmv run` writes, under its `--help`.
+const RUN_HELP: &str = "Where the output goes: the report JSON to --report FILE; without it, to \
+    stdout when stdout is not a terminal, and on a terminal to <input>.report.json \
+    (gmv-report.json for stdin or Kafka) in the working directory, with a summary printed. \
+    Rejected records of a file or stdin go to --dead-letter FILE (dead_letter.path); without it, \
+    beside the report as <report>.dead-letters.jsonl (<input>.dead-letters.jsonl in the \
+    working directory when the report goes to stdout), created only when a record is rejected, and emptied for each run unless \
+    --append-dead-letters. Both paths are said on stderr at the end.
+
+Exit codes: 0 done; 1 runtime failure (input unreadable, cluster unreachable, output not \
+    writable); 2 usage or configuration error (nothing was done); 130/143 stopped by \
+    SIGINT/SIGTERM (what was read is counted and reported).";
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// Print each value with the layer that set it: default, file PATH, environment GMV__..., flag.
+    #[arg(long)]
+    pub show_origin: bool,
+}
+
+#[derive(Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// A command line that asks for something impossible (exit 2).
@@ -75,10 +114,10 @@ pub struct EngineFlags {
     /// Snapshot cadence, e.g. 500ms (overrides publish.interval).
     #[arg(long)]
     pub publish_interval: Option<String>,
-    /// JSON-lines file for rejected records (overrides dead_letter.path).
+    /// JSON-lines file for rejected records (sets dead_letter.path; default: beside the report).
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
-    /// Where to write the final report JSON (default: stdout for `run`, nowhere for `demo`).
+    /// Where to write the final report JSON, `-` for stdout (default for `run`: stdout unless it is a terminal, then <input>.report.json; for `demo`: none).
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Also write each threshold alert as a JSON line here.
@@ -112,6 +151,9 @@ pub struct RunArgs {
     /// Consume the input topic from this Kafka cluster (`host:port,...`; sets kafka.brokers).
     #[arg(long, value_name = "BROKERS")]
     pub kafka: Option<String>,
+    /// Add to the dead-letter file instead of emptying it first.
+    #[arg(long, alias = "append")]
+    pub append_dead_letters: bool,
     #[command(flatten)]
     pub kafka_flags: KafkaFlags,
     #[command(flatten)]
@@ -130,6 +172,28 @@ pub struct KafkaFlags {
     /// Exit once every owned partition has been at its end this long, e.g. 5s (kafka.exit_when_idle).
     #[arg(long, value_name = "DURATION")]
     pub exit_when_idle: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectFlag,
+}
+
+/// How long a Kafka command waits for its cluster.
+#[derive(Args, Default)]
+pub struct ConnectFlag {
+    /// Give up when the cluster has not answered in this long, e.g. 10s (kafka.connect_timeout).
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+}
+
+impl ConnectFlag {
+    /// The flag as a configuration layer over `figment`.
+    pub fn over(&self, figment: Figment) -> Figment {
+        set_flag(
+            figment,
+            "--connect-timeout",
+            "kafka.connect_timeout",
+            self.connect_timeout.as_ref(),
+        )
+    }
 }
 
 #[derive(Args)]
@@ -143,6 +207,8 @@ pub struct ServeArgs {
     /// Read what the topic holds now, print the assembled snapshot as JSON and exit.
     #[arg(long)]
     pub once: bool,
+    #[command(flatten)]
+    pub connect: ConnectFlag,
 }
 
 #[derive(Args)]
@@ -207,40 +273,69 @@ pub struct GenerateArgs {
     /// With --kafka: records per second (0 = as fast as the cluster takes them).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    #[command(flatten)]
+    pub connect: ConnectFlag,
 }
 
 impl EngineFlags {
     /// The flags as the top configuration layer.
     pub fn overrides(&self) -> Figment {
-        let figment = set_if(Figment::new(), "engine.workers", self.workers);
-        let figment = set_if(figment, "publish.interval", self.publish_interval.as_ref());
-        let figment = set_if(figment, "dead_letter.path", self.dead_letter.as_ref());
-        set_if(figment, "http.bind", self.http.as_ref())
+        let figment = set_flag(Figment::new(), "--workers", "engine.workers", self.workers);
+        let figment = set_flag(
+            figment,
+            "--publish-interval",
+            "publish.interval",
+            self.publish_interval.as_ref(),
+        );
+        let figment = set_flag(
+            figment,
+            "--dead-letter",
+            "dead_letter.path",
+            self.dead_letter.as_ref(),
+        );
+        set_flag(figment, "--http", "http.bind", self.http.as_ref())
     }
 }
 
 impl KafkaFlags {
     /// The flags (and the cluster) as configuration overrides.
     pub fn overrides(&self, brokers: Option<&str>) -> Figment {
-        let figment = set_if(Figment::new(), "kafka.brokers", brokers);
-        let figment = set_if(figment, "kafka.group_id", self.group.as_ref());
-        let figment = set_if(
+        let figment = set_flag(Figment::new(), "--kafka", "kafka.brokers", brokers);
+        let figment = set_flag(figment, "--group", "kafka.group_id", self.group.as_ref());
+        let figment = set_flag(
             figment,
+            "--checkpoint-dir",
             "kafka.checkpoint.dir",
             self.checkpoint_dir.as_ref(),
         );
-        set_if(
+        let figment = set_flag(
             figment,
+            "--exit-when-idle",
             "kafka.exit_when_idle",
             self.exit_when_idle.as_ref(),
-        )
+        );
+        self.connect.over(figment)
     }
 }
 
-/// Layers `key = value` over `figment` when a flag gave a value.
+/// Layers `key = value` over `figment` when a flag gave a value (a problem
+/// with it is said to come from "a command-line flag"; [`set_flag`] names
+/// the flag).
+#[allow(dead_code)] // for a command's flags that need no name of their own
 pub fn set_if<T: serde::Serialize>(figment: Figment, key: &str, value: Option<T>) -> Figment {
+    set_flag(figment, "", key, value)
+}
+
+/// Layers `key = value` over `figment` when `flag` gave a value; a problem
+/// with the value names the flag.
+pub fn set_flag<T: serde::Serialize>(
+    figment: Figment,
+    flag: &str,
+    key: &str,
+    value: Option<T>,
+) -> Figment {
     match value {
-        Some(value) => figment.merge(Serialized::default(key, value)),
+        Some(value) => figment.merge(crate::config::flag_layer(flag, key, value)),
         None => figment,
     }
 }

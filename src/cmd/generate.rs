@@ -2,8 +2,8 @@
 //! JSON or produced into the input topic.
 
 use crate::cli::{GenerateArgs, KafkaFlags, UsageError};
-use crate::config::{Config, Loaded};
-use crate::Ended;
+use crate::config::{check_kafka_properties, Config, ConfigProblems, Loaded, PropertyCheck};
+use crate::{term, Ended};
 use anyhow::{Context, Result};
 use gmv_pipeline::Lifecycle;
 use gmv_synth::SynthConfig;
@@ -15,7 +15,9 @@ use std::path::Path;
 pub fn execute(args: &GenerateArgs, config_file: Option<&Path>) -> Result<Ended> {
     let loaded = Config::load(
         config_file,
-        &KafkaFlags::default().overrides(args.kafka.as_deref()),
+        &args
+            .connect
+            .over(KafkaFlags::default().overrides(args.kafka.as_deref())),
     )?;
     for (name, share) in [
         ("--duplicate-share", args.duplicate_share),
@@ -49,6 +51,10 @@ pub fn execute(args: &GenerateArgs, config_file: Option<&Path>) -> Result<Ended>
         synth = synth.clean();
     }
     if args.kafka.is_some() {
+        let refused = check_kafka_properties(&loaded.config.kafka, PropertyCheck::NamesAndValues);
+        if !refused.is_empty() {
+            return Err(ConfigProblems::from_errors(refused).into());
+        }
         let lifecycle = Lifecycle::new();
         lifecycle
             .cancel_on_signals()
@@ -78,7 +84,16 @@ pub fn execute(args: &GenerateArgs, config_file: Option<&Path>) -> Result<Ended>
             None => Ended::Done,
         });
     }
-    let sink: Box<dyn Write> = if args.output.as_os_str() == "-" {
+    let to_stdout = args.output.as_os_str() == "-";
+    if to_stdout && io::stdout().is_terminal() {
+        return Err(UsageError(
+            "will not write the generated stream to a terminal: pass -o FILE, \
+             or pipe it, e.g. `gmv generate | gmv run --input -`"
+                .into(),
+        )
+        .into());
+    }
+    let sink: Box<dyn Write> = if to_stdout {
         Box::new(io::stdout().lock())
     } else {
         Box::new(
@@ -86,13 +101,51 @@ pub fn execute(args: &GenerateArgs, config_file: Option<&Path>) -> Result<Ended>
                 .with_context(|| format!("creating {}", args.output.display()))?,
         )
     };
-    let mut out = BufWriter::with_capacity(1 << 20, sink);
-    for record in gmv_synth::Generator::new(synth) {
-        out.write_all(&record.payload)?;
-        out.write_all(b"\n")?;
+    let mut out = CountingWriter {
+        inner: BufWriter::with_capacity(1 << 20, sink),
+        bytes: 0,
+    };
+    let mut records = 0u64;
+    let written: io::Result<()> = (|| {
+        for record in gmv_synth::Generator::new(synth) {
+            out.write_all(&record.payload)?;
+            out.write_all(b"\n")?;
+            records += 1;
+        }
+        out.flush()
+    })();
+    match written {
+        // A reader that has seen enough (`| head`) is not a failure.
+        Err(e) if to_stdout && e.kind() == io::ErrorKind::BrokenPipe => return Ok(Ended::Done),
+        other => other.with_context(|| format!("writing {}", args.output.display()))?,
     }
-    out.flush().context("writing the generated stream")?;
+    if !to_stdout {
+        term::say(&format!(
+            "wrote {} records ({} bytes) to {}",
+            term::grouped(records),
+            term::grouped(out.bytes),
+            args.output.display()
+        ));
+    }
     Ok(Ended::Done)
+}
+
+/// Counts the bytes written through it, for the closing summary.
+struct CountingWriter<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Produces the synthetic stream into `loaded.config.kafka.input_topic`.

@@ -21,9 +21,22 @@ pub fn execute(args: ReportArgs) -> Result<Ended> {
             }
             Ok(Ended::Done)
         }
-        Err(e) => match e.fault() {
-            gmv_report::Fault::Input => Err(UsageError(format!("report: {e}")).into()),
-            _ => Err(anyhow::anyhow!("report: {e}")),
-        },
+        Err(e) if is_input_problem(&e) => Err(UsageError(format!("report: {e}")).into()),
+        Err(e) => Err(anyhow::anyhow!("report: {e}")),
+    }
+}
+
+/// Whether the run report given is at fault (exit 2): what gmv-report says
+/// is input, and also a file that is not UTF-8 or is a directory, which it
+/// counts as a failure to read.
+fn is_input_problem(e: &gmv_report::ReportError) -> bool {
+    match e {
+        gmv_report::ReportError::Read { source, .. } => {
+            matches!(
+                source.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::IsADirectory
+            )
+        }
+        e => e.fault() == gmv_report::Fault::Input,
     }
 }

@@ -2,12 +2,11 @@
 //! through the same run loop and publisher as a processor (the snapshots
 //! topic is its source).
 
-use crate::cli::{EngineFlags, Progress, ServeArgs};
-use crate::config::Config;
+use crate::cli::{set_flag, EngineFlags, Progress, ServeArgs};
+use crate::config::{check_kafka_properties, Config, ConfigProblems, PropertyCheck};
 use crate::local::Local;
 use crate::Ended;
 use anyhow::Result;
-use figment::providers::Serialized;
 use figment::Figment;
 use gmv_kafka::global::{follow_alerts, SnapshotsSource};
 use std::path::Path;
@@ -15,11 +14,18 @@ use std::sync::Arc;
 
 /// Runs `gmv serve`.
 pub fn execute(args: &ServeArgs, config_file: Option<&Path>) -> Result<Ended> {
-    let mut figment = Figment::new().merge(Serialized::default("kafka.brokers", &args.from_kafka));
-    if let Some(addr) = &args.http {
-        figment = figment.merge(Serialized::default("http.bind", addr));
+    let figment = set_flag(
+        Figment::new(),
+        "--from-kafka",
+        "kafka.brokers",
+        Some(&args.from_kafka),
+    );
+    let figment = set_flag(figment, "--http", "http.bind", args.http.as_ref());
+    let mut loaded = Config::load(config_file, &args.connect.over(figment))?;
+    let refused = check_kafka_properties(&loaded.config.kafka, PropertyCheck::NamesAndValues);
+    if !refused.is_empty() {
+        return Err(ConfigProblems::from_errors(refused).into());
     }
-    let mut loaded = Config::load(config_file, &figment)?;
     if args.once {
         loaded.config.http = None;
     } else if loaded.config.http.is_none() {
@@ -43,7 +49,7 @@ pub fn execute(args: &ServeArgs, config_file: Option<&Path>) -> Result<Ended> {
     };
     if let Some(feed) = local.feed() {
         follow_alerts(&loaded.config.kafka, &local.lifecycle, feed)
-            .map_err(|e| anyhow::anyhow!(e))?;
+            .map_err(crate::local::task_error)?;
     }
     let state = local.state.clone();
     let ended = local.run(
