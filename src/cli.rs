@@ -154,6 +154,10 @@ pub struct RunArgs {
     /// Add to the dead-letter file instead of emptying it first.
     #[arg(long, alias = "append")]
     pub append_dead_letters: bool,
+    /// Exit 0 even if the report covers only some of the topic's partitions
+    /// (one process of a multi-process group; the report names the rest).
+    #[arg(long, requires = "kafka")]
+    pub allow_partial: bool,
     #[command(flatten)]
     pub kafka_flags: KafkaFlags,
     #[command(flatten)]

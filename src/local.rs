@@ -69,6 +69,8 @@ pub struct Local {
     progress: bool,
     report_to: Option<ReportTo>,
     expected_records: Option<u64>,
+    /// A report of part of the input is fine (see `--allow-partial`).
+    allow_partial: bool,
     dead_letters: Option<Arc<LazyDeadLetters>>,
 }
 
@@ -106,6 +108,7 @@ impl Local {
             },
             report_to: None,
             expected_records: None,
+            allow_partial: false,
             dead_letters: None,
         })
     }
@@ -118,6 +121,12 @@ impl Local {
 
     /// About how many records the input holds: the progress line shows a
     /// percentage and the time left.
+    /// Accepts a report that covers only part of the input.
+    pub fn allow_partial(&mut self, allow: bool) {
+        self.allow_partial = allow;
+    }
+
+    /// Sets how many records the input holds, for the progress line.
     pub fn expect_records(&mut self, records: u64) {
         self.expected_records = Some(records).filter(|&n| n > 0);
     }
@@ -153,6 +162,7 @@ impl Local {
             report_to,
             expected_records,
             dead_letters,
+            allow_partial,
         } = self;
         let mut live: Vec<Arc<dyn LiveSink>> = Vec::new();
         if let Some(alerts) = &alerts {
@@ -190,6 +200,7 @@ impl Local {
             }
         };
         log_done(&outcome, &state);
+        let partial = says_what_is_missing(&outcome.report, allow_partial);
         if let Some(alerts) = &alerts {
             alerts.finish().context("writing alerts")?;
         }
@@ -234,6 +245,7 @@ impl Local {
                 tracing::warn!("stopped by a signal; the report covers what was read");
                 Ended::Signal(signal)
             }
+            _ if partial => Ended::Incomplete,
             _ => Ended::Done,
         };
         if let Some(server) = http {
@@ -247,6 +259,36 @@ impl Local {
             server.stop()?;
         }
         Ok(ended)
+    }
+}
+
+/// Says on stderr which partitions of the input a report leaves out, if
+/// any; returns whether that makes the run incomplete.
+fn says_what_is_missing(report: &Report, allow_partial: bool) -> bool {
+    let accounting = &report.figures.accounting;
+    let missing = &accounting.missing_partitions;
+    if missing.is_empty() {
+        return false;
+    }
+    let names: Vec<String> = missing
+        .iter()
+        .map(|p| format!("{}/{}", p.topic, p.partition))
+        .collect();
+    let total = accounting.partitions.len() + missing.len();
+    if allow_partial {
+        tracing::info!(
+            missing = %names.join(", "),
+            "the report covers {} of {total} partitions (--allow-partial); the group's other members hold the rest",
+            accounting.partitions.len()
+        );
+        false
+    } else {
+        tracing::error!(
+            missing = %names.join(", "),
+            "the report covers only {} of {total} partitions; other members of the group held the rest. Run one process per group to the end, or pass --allow-partial to each of several",
+            accounting.partitions.len()
+        );
+        true
     }
 }
 

@@ -45,6 +45,8 @@ pub enum Ended {
     Done,
     /// Stopped by a signal (its number).
     Signal(i32),
+    /// Done, but the report covers only part of the input (exit 1).
+    Incomplete,
 }
 
 impl Ended {
@@ -52,6 +54,7 @@ impl Ended {
         match self {
             Ended::Done => ExitCode::SUCCESS,
             Ended::Signal(signal) => ExitCode::from(128u8.saturating_add(signal as u8)),
+            Ended::Incomplete => ExitCode::FAILURE,
         }
     }
 }

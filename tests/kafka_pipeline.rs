@@ -903,6 +903,7 @@ fn rebalance_after_one_of_three_processes_dies_keeps_the_global_view_exact() {
         "20s",
         "--report",
         "/dev/null",
+        "--allow-partial",
     ];
     let mut processes: Vec<(Child, mpsc::Receiver<()>)> =
         (0..3).map(|_| setup.spawn_run(&args)).collect();
@@ -978,6 +979,7 @@ fn a_second_member_joining_takes_only_half_the_partitions_while_the_first_keeps_
         "6s",
         "--report",
         "/dev/null",
+        "--allow-partial",
     ];
     let (mut first, first_log) =
         setup.spawn_watched(&[&args[..], &["--http", &first_http]].concat());
@@ -1121,6 +1123,96 @@ fn metrics_show_each_partitions_lag_while_a_preloaded_topic_drains_and_zero_at_t
         assert!(Instant::now() < deadline, "the run did not finish");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_report_of_part_of_the_topic_names_the_rest_and_exits_1_unless_partial_is_allowed() {
+    let Some(cluster) = Cluster::real() else {
+        return;
+    };
+    let setup = Setup::new(&cluster, "partial");
+    setup.produce(200_000);
+    let report = |name: &str| setup.dir.path().join(name);
+    let run = |name: &str, extra: &[&str]| {
+        let mut cmd = setup.gmv();
+        cmd.args(["run", "--kafka", &setup.brokers, "--progress", "never"])
+            .args(["--workers", "1", "--report"])
+            .arg(report(name))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gmv run starts")
+    };
+    // Two processes in one group. The lenient one stays longest, so the
+    // strict one leaves with part of the topic.
+    let mut lenient = run(
+        "lenient.json",
+        &["--allow-partial", "--exit-when-idle", "8s"],
+    );
+    let stderr = lenient.stderr.take().expect("piped");
+    let (tell, assigned) = mpsc::channel();
+    let lenient_log = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("assigned") && !line.contains("partitions=[]") {
+                let _ = tell.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    assigned
+        .recv_timeout(Duration::from_secs(40))
+        .expect("the lenient process is assigned");
+    let strict = run("strict.json", &["--exit-when-idle", "2s"])
+        .wait_with_output()
+        .expect("strict run");
+    let lenient_status = lenient.wait().expect("lenient run");
+    let lenient_log = lenient_log.join().expect("log reader");
+    let read = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(report(name)).expect("report")).expect("JSON")
+    };
+    let partitions = |report: &Value, key: &str| -> BTreeSet<i64> {
+        report["accounting"][key]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|p| p["partition"].as_i64())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let strict_report = read("strict.json");
+    let (covered, missing) = (
+        partitions(&strict_report, "partitions"),
+        partitions(&strict_report, "missing_partitions"),
+    );
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(
+        !covered.is_empty() && !missing.is_empty(),
+        "the strict process held part of the topic: covered {covered:?}, missing {missing:?}\n{stderr}"
+    );
+    assert_eq!(
+        covered.union(&missing).count(),
+        PARTITIONS as usize,
+        "covered and missing make up the topic"
+    );
+    assert_eq!(strict.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--allow-partial"), "{stderr}");
+    for p in &missing {
+        assert!(
+            stderr.contains(&format!("{}/{p}", setup.topic("in"))),
+            "missing partition {p} named: {stderr}"
+        );
+    }
+    assert!(lenient_status.success(), "{lenient_log}");
+    let lenient_covered = partitions(&read("lenient.json"), "partitions");
+    assert!(
+        lenient_covered.is_superset(&missing),
+        "the lenient process covered what the strict one left out: {lenient_covered:?}"
+    );
 }
 
 #[test]

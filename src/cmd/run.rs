@@ -39,6 +39,7 @@ pub fn execute(args: &RunArgs, config_file: Option<&Path>) -> Result<Ended> {
     });
     let mut local = Local::open(&loaded, &args.engine)?;
     local.report_to(report_to.clone());
+    local.allow_partial(args.allow_partial);
     match &args.input {
         None => {
             let (source, sinks) = kafka_source(&loaded, None)?;

@@ -39,6 +39,19 @@ pub struct Accounting {
     /// Per Kafka partition, with the offsets covered (absent for files).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<PartitionAccounting>,
+    /// Partitions of the input topic this run did not cover (another
+    /// member of its group held them): a partial report says so here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_partitions: Vec<PartitionId>,
+}
+
+/// A partition of a topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartitionId {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
 }
 
 /// The audit line of one Kafka partition.

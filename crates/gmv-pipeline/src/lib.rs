@@ -33,7 +33,7 @@ pub use handoff::{Board, Handoff};
 pub use lifecycle::{Lifecycle, StopCause, TaskError};
 pub use publish::{AlertOrder, LiveSinks, Tick, TickSink};
 
-use gmv_core::output::Report;
+use gmv_core::output::{PartitionId, Report};
 use gmv_core::view::{LiveState, LiveView};
 use publish::{Publisher, PublisherOptions};
 use std::sync::Arc;
@@ -55,6 +55,12 @@ pub trait Source: Send {
         board: Board,
         state: &Arc<LiveState>,
     ) -> Result<Vec<JoinHandle<()>>, TaskError>;
+    /// Every partition the input has, when the source shares its input
+    /// with others (a consumer group): a report that covers fewer names
+    /// the rest. `None`: the run covers its whole input by construction.
+    fn input_partitions(&self) -> Option<Vec<PartitionId>> {
+        None
+    }
 }
 
 /// How a run publishes.
@@ -90,6 +96,7 @@ pub fn run(
 ) -> Result<Outcome, TaskError> {
     let started = Instant::now();
     let state = options.state.clone();
+    let expected = source.input_partitions();
     let publisher = Publisher::start(
         lifecycle,
         view,
@@ -113,8 +120,23 @@ pub fn run(
     if let Some(failure) = lifecycle.take_failure() {
         return Err(failure);
     }
+    let mut report = view.report();
+    if let Some(expected) = expected {
+        let covered: std::collections::BTreeSet<(&str, i32)> = report
+            .figures
+            .accounting
+            .partitions
+            .iter()
+            .map(|p| (p.topic.as_str(), p.partition))
+            .collect();
+        let missing = expected
+            .into_iter()
+            .filter(|p| !covered.contains(&(p.topic.as_str(), p.partition)))
+            .collect();
+        report.figures.accounting.missing_partitions = missing;
+    }
     Ok(Outcome {
-        report: view.report(),
+        report,
         view,
         cause: lifecycle.cause(),
         busy,

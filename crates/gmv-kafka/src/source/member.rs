@@ -108,16 +108,18 @@ impl Member {
         // it for lost without saying so): what it processed after its last
         // durable checkpoint may be someone else's by now, so it starts over
         // from the store like any newly assigned partition.
-        let stale: Vec<Task> = {
-            let mut tasks = self.tasks.lock();
-            partitions
-                .iter()
-                .filter_map(|(_, partition)| tasks.remove(partition))
-                .collect()
-        };
+        let mut tasks = self.tasks.lock();
+        let mut stale: Vec<Task> = partitions
+            .iter()
+            .filter_map(|(_, partition)| tasks.remove(partition))
+            .collect();
         if !stale.is_empty() {
             tracing::warn!(member = %self.name, partitions = ?stale.iter().map(|t| t.partition).collect::<Vec<_>>(), "assigned partitions it still held; resuming them from their checkpoints");
             self.durable.wait();
+            self.settle(stale.iter_mut().chain(tasks.values_mut()));
+        }
+        drop(tasks);
+        if !stale.is_empty() {
             for task in stale {
                 self.durable.forget(&task.topic, task.partition);
                 let Task {
@@ -235,15 +237,16 @@ impl Member {
         tracing::info!(member = %self.name, ?partitions, lost = consumer.assignment_lost(), "revoked");
         let mut tasks = self.tasks.lock();
         let mut revoked: Vec<Task> = partitions.iter().filter_map(|p| tasks.remove(p)).collect();
-        drop(tasks);
         // A lost assignment may already be someone else's: leave its
         // checkpoints alone and let the new owner resume from the last one.
         if consumer.assignment_lost() {
             // Its captures in flight land before anyone (here) restores it.
             self.durable.wait();
+            self.settle(revoked.iter_mut().chain(tasks.values_mut()));
         } else {
-            self.checkpoint_now(consumer, &mut revoked);
+            self.checkpoint_now(consumer, &mut revoked, &mut tasks);
         }
+        drop(tasks);
         for task in revoked {
             self.durable.forget(&task.topic, task.partition);
             self.shared.forget_lag(&task.topic, task.partition);
@@ -357,8 +360,9 @@ impl Member {
         self.durable.save(captures);
     }
 
-    /// Takes the writer's answers for `tasks`; returns whether any of them
-    /// became durable.
+    /// Takes the writer's answers; returns whether any of `tasks` became
+    /// durable. `tasks` must be every partition this member holds: an
+    /// answer for any other is for a partition gone, and dropped.
     fn settle<'t>(&self, tasks: impl Iterator<Item = &'t mut Task>) -> bool {
         let mut by_partition: HashMap<(String, i32), &mut Task> =
             tasks.map(|t| ((t.topic.clone(), t.partition), t)).collect();
@@ -428,16 +432,26 @@ impl Member {
         }
     }
 
-    /// Makes everything `tasks` processed durable and commits it, waiting
-    /// for the writer (before a partition leaves this member).
-    fn checkpoint_now(&self, consumer: &BaseConsumer<Self>, tasks: &mut [Task]) {
+    /// Makes everything `leaving` processed durable and commits it, waiting
+    /// for the writer (before those partitions leave this member). The
+    /// writer's answers for the partitions `staying` are taken too.
+    fn checkpoint_now(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        leaving: &mut [Task],
+        staying: &mut HashMap<i32, Task>,
+    ) {
         // A capture in flight first, so that the last one covers the rest.
         self.durable.wait();
-        self.settle(tasks.iter_mut());
-        self.capture(tasks.iter_mut());
+        self.settle(leaving.iter_mut().chain(staying.values_mut()));
+        self.capture(leaving.iter_mut());
         self.durable.wait();
-        self.settle(tasks.iter_mut());
-        self.commit(consumer, tasks.iter(), CommitMode::Sync);
+        self.settle(leaving.iter_mut().chain(staying.values_mut()));
+        self.commit(
+            consumer,
+            leaving.iter().chain(staying.values()),
+            CommitMode::Sync,
+        );
     }
 
     /// Publishes each owned partition's consumer lag: the high watermark
@@ -487,16 +501,31 @@ impl Member {
         for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
             all.add_partition(topic, partition.id());
         }
-        let Ok(committed) = consumer.committed_offsets(all, timeout) else {
-            return false;
+        let committed = match consumer.committed_offsets(all, timeout) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::debug!(%error, "reading the group's committed offsets");
+                return false;
+            }
         };
-        committed.elements().iter().all(|e| {
-            let next = match e.offset() {
-                Offset::Offset(n) => n,
-                _ => -1,
-            };
-            drained(topic, e.partition(), next)
-        })
+        let behind: Vec<(i32, i64)> = committed
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let next = match e.offset() {
+                    Offset::Offset(n) => n,
+                    _ => -1,
+                };
+                (!drained(topic, e.partition(), next)).then_some((e.partition(), next))
+            })
+            .collect();
+        if !behind.is_empty() {
+            tracing::debug!(
+                ?behind,
+                "partitions the group has not committed to their end"
+            );
+        }
+        behind.is_empty()
     }
 
     fn process(&self, consumer: &BaseConsumer<Self>, batch: &[BorrowedMessage<'_>]) {
@@ -671,8 +700,8 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
     member.offer_all();
     let mut tasks = member.tasks.lock();
     let mut owned: Vec<Task> = tasks.drain().map(|(_, t)| t).collect();
+    member.checkpoint_now(&consumer, &mut owned, &mut tasks);
     drop(tasks);
-    member.checkpoint_now(&consumer, &mut owned);
     for task in owned {
         let Task {
             mut engine,

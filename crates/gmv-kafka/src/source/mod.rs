@@ -20,6 +20,7 @@ use crate::config::{KafkaConfig, StoreKind};
 use crate::outputs::{ensure_topics, topic_partitions, wait_for_cluster, Cleanup, Outputs};
 use crate::snapshots::SnapshotsTopic;
 use crate::KafkaError;
+use gmv_core::output::PartitionId;
 use gmv_core::partition::dedup_share;
 use gmv_core::view::LiveState;
 use gmv_core::Settings;
@@ -39,6 +40,8 @@ pub struct KafkaSource {
     outputs: Arc<Outputs>,
     dedup_share: usize,
     hold_open: Option<Arc<AtomicBool>>,
+    /// Partitions of the input topic at start.
+    input_partitions: usize,
 }
 
 /// What the member threads share.
@@ -240,6 +243,7 @@ pub fn prepare(options: KafkaOptions) -> Result<(KafkaSource, SnapshotsTopic), K
             store,
             outputs,
             hold_open,
+            input_partitions: partitions,
         },
         sink,
     ))
@@ -248,6 +252,17 @@ pub fn prepare(options: KafkaOptions) -> Result<(KafkaSource, SnapshotsTopic), K
 impl Source for KafkaSource {
     fn alert_order(&self) -> AlertOrder {
         AlertOrder::Arrival
+    }
+
+    fn input_partitions(&self) -> Option<Vec<PartitionId>> {
+        Some(
+            (0..self.input_partitions)
+                .map(|partition| PartitionId {
+                    topic: self.config.input_topic.clone(),
+                    partition: partition as i32,
+                })
+                .collect(),
+        )
     }
 
     fn start(
