@@ -11,6 +11,15 @@
 //!   conflicting reuses of a `txn_id`, malformed records, out-of-window
 //!   events and foreign-currency events.
 //! - The same [`SynthConfig`] (including `seed`) always gives the same bytes.
+//! - Optionally a [`Schedule`] says how many records each stretch of event
+//!   time holds (the demo's midnight rush at real scale), and a [`Replay`]
+//!   plays event time on the wall clock for whoever sends the records.
+
+pub mod replay;
+pub mod schedule;
+
+pub use replay::{Replay, Stage};
+pub use schedule::{Schedule, Segment};
 
 use chrono::{SecondsFormat, TimeZone};
 use gmv_core::time::Window;
@@ -46,6 +55,11 @@ pub struct SynthConfig {
     pub foreign_share: f64,
     /// The festival window the events fall in.
     pub window: Window,
+    /// How the records are spread over event time, segment by segment from
+    /// the window's start; the schedule's total is then the number of
+    /// records, whatever `events` says. `None`: `events` records follow the
+    /// day's shape over the whole window.
+    pub schedule: Option<Schedule>,
 }
 
 impl Default for SynthConfig {
@@ -63,6 +77,7 @@ impl Default for SynthConfig {
             outside_window_share: 0.001,
             foreign_share: 0.01,
             window: Window::singles_day_2017(),
+            schedule: None,
         }
     }
 }
@@ -75,6 +90,13 @@ impl SynthConfig {
         self.malformed_share = 0.0;
         self.outside_window_share = 0.0;
         self.foreign_share = 0.0;
+        self
+    }
+
+    /// The records spread by `schedule` (and `events` its total).
+    pub fn scheduled(mut self, schedule: Schedule) -> Self {
+        self.events = schedule.events();
+        self.schedule = Some(schedule);
         self
     }
 }
@@ -104,6 +126,17 @@ fn intensity(s: f64) -> f64 {
         + bump(23.8 * hour, 0.3 * hour, 3.0)
 }
 
+/// The next record's place in a [`Schedule`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    /// Index of its segment.
+    segment: usize,
+    /// Records of that segment already made.
+    index: u64,
+    /// Where that segment starts, ms since the window's start.
+    start_ms: u64,
+}
+
 /// The deterministic record stream; an `Iterator` of [`SynthRecord`].
 pub struct Generator {
     cfg: SynthConfig,
@@ -114,6 +147,8 @@ pub struct Generator {
     time_cdf: Vec<f64>,
     mean_amount_fen: f64,
     produced: u64,
+    /// Where the next record goes when a schedule is set.
+    slot: Slot,
     next_txn: u64,
     /// Recent valid records, for redeliveries and conflicts.
     recent: VecDeque<(String, String, Vec<u8>)>,
@@ -121,7 +156,10 @@ pub struct Generator {
 
 impl Generator {
     /// A generator for `cfg`.
-    pub fn new(cfg: SynthConfig) -> Self {
+    pub fn new(mut cfg: SynthConfig) -> Self {
+        if let Some(schedule) = &cfg.schedule {
+            cfg.events = schedule.events();
+        }
         let seconds = cfg.window.seconds();
         let mut time_cdf = Vec::with_capacity(seconds);
         let mut total = 0.0;
@@ -146,13 +184,20 @@ impl Generator {
             time_cdf,
             mean_amount_fen: cfg.target_gmv_cny as f64 * 100.0 / counted,
             produced: 0,
+            slot: Slot::default(),
             next_txn: 0,
             recent: VecDeque::with_capacity(1024),
             cfg,
         }
     }
 
-    fn event_time(&mut self) -> i64 {
+    /// The next slot: (its event time, ms since the window's start, which
+    /// never goes back; the `settled_at` of its record, epoch ms, which
+    /// jitter may put a little either side of it).
+    fn event_time(&mut self) -> (u64, i64) {
+        if self.cfg.schedule.is_some() {
+            return self.scheduled_time();
+        }
         let u = (self.produced as f64 + self.rng.gen::<f64>()) / self.cfg.events.max(1) as f64;
         let second = self
             .time_cdf
@@ -163,10 +208,71 @@ impl Generator {
             + second as i64 * 1000
             + self.rng.gen_range(0..1000)
             + jitter;
-        at.clamp(
+        let at = at.clamp(
             self.cfg.window.start_millis(),
             self.cfg.window.end_millis() - 1,
-        )
+        );
+        (second as u64 * 1000, at)
+    }
+
+    /// The next slot's event time under the schedule: the segment's share
+    /// of the day's shape, cut into as many equal parts as it has records,
+    /// one record in each (with a little jitter, never leaving the segment).
+    fn scheduled_time(&mut self) -> (u64, i64) {
+        let window_ms = self.cfg.window.seconds() as u64 * 1000;
+        let segments = self.cfg.schedule.as_ref().map_or(&[][..], |s| s.segments());
+        while let Some(segment) = segments.get(self.slot.segment) {
+            if self.slot.index < segment.events {
+                break;
+            }
+            self.slot.start_ms += segment.millis;
+            self.slot.segment += 1;
+            self.slot.index = 0;
+        }
+        let (millis, events) = segments
+            .get(self.slot.segment)
+            .map_or((0, 1), |s| (s.millis, s.events));
+        let start = self.slot.start_ms.min(window_ms.saturating_sub(1));
+        let end = (self.slot.start_ms + millis).clamp(start + 1, window_ms.max(1));
+        let u = (self.slot.index as f64 + self.rng.gen::<f64>()) / events.max(1) as f64;
+        self.slot.index += 1;
+        let (from, to) = (self.cdf_at(start), self.cdf_at(end));
+        let slot = self.time_at(from + u * (to - from)).clamp(start, end - 1);
+        let jitter: i64 = self.rng.gen_range(-150..150);
+        let at = (slot as i64 + jitter).clamp(start as i64, end as i64 - 1);
+        (slot, self.cfg.window.start_millis() + at)
+    }
+
+    /// The share of the window's records before `ms` (since its start).
+    fn cdf_at(&self, ms: u64) -> f64 {
+        let second = (ms / 1000) as usize;
+        let Some(&through) = self.time_cdf.get(second) else {
+            return 1.0;
+        };
+        let before = second
+            .checked_sub(1)
+            .and_then(|s| self.time_cdf.get(s))
+            .copied()
+            .unwrap_or(0.0);
+        before + (through - before) * (ms % 1000) as f64 / 1000.0
+    }
+
+    /// The inverse of [`Self::cdf_at`]: ms since the window's start.
+    fn time_at(&self, share: f64) -> u64 {
+        let last = self.time_cdf.len().saturating_sub(1);
+        let second = self.time_cdf.partition_point(|&c| c < share).min(last);
+        let through = self.time_cdf.get(second).copied().unwrap_or(1.0);
+        let before = second
+            .checked_sub(1)
+            .and_then(|s| self.time_cdf.get(s))
+            .copied()
+            .unwrap_or(0.0);
+        let within = if through > before {
+            ((share - before) / (through - before)).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        second as u64 * 1000 + ((within * 1000.0) as u64).min(999)
     }
 
     fn format_time(&self, at: i64) -> String {
@@ -261,14 +367,21 @@ fn replace_amount(json: &str, amount: &str) -> Vec<u8> {
     format!(r#"{}"{amount}"{}"#, &json[..start], &json[end..]).into_bytes()
 }
 
-impl Iterator for Generator {
-    type Item = SynthRecord;
-
-    fn next(&mut self) -> Option<SynthRecord> {
+impl Generator {
+    /// The next record and its slot's event time, ms since the window's
+    /// start. Slots never go back in time; a record's `settled_at` is its
+    /// slot's time give or take some jitter (or before the window, for the
+    /// records made to fall outside it). A sender paces by it (see
+    /// [`Replay`]).
+    pub fn next_timed(&mut self) -> Option<(SynthRecord, u64)> {
         if self.produced >= self.cfg.events {
             return None;
         }
-        let settled_at = self.event_time();
+        let (slot, settled_at) = self.event_time();
+        Some((self.record(settled_at), slot))
+    }
+
+    fn record(&mut self, settled_at: i64) -> SynthRecord {
         self.produced += 1;
         let roll: f64 = self.rng.gen();
         let c = &self.cfg;
@@ -295,7 +408,7 @@ impl Iterator for Generator {
                 let bumped = gmv_core::money::parse_minor_units(&value).map_or(1, |u| u + 1);
                 replace_amount(&text, &fen_text(bumped))
             };
-            return Some(SynthRecord { key, payload });
+            return SynthRecord { key, payload };
         }
         let at = if roll >= malformed && roll < outside {
             self.cfg.window.start_millis() - self.rng.gen_range(1_000..3_600_000)
@@ -305,17 +418,25 @@ impl Iterator for Generator {
         let (key, txn_id, payload) = self.valid_record(at);
         if roll >= conflict && roll < malformed {
             let broken = self.broken_record(&key, &payload);
-            return Some(SynthRecord {
+            return SynthRecord {
                 key,
                 payload: broken,
-            });
+            };
         }
         if self.recent.len() == 1024 {
             self.recent.pop_front();
         }
         self.recent
             .push_back((key.clone(), txn_id, payload.clone()));
-        Some(SynthRecord { key, payload })
+        SynthRecord { key, payload }
+    }
+}
+
+impl Iterator for Generator {
+    type Item = SynthRecord;
+
+    fn next(&mut self) -> Option<SynthRecord> {
+        self.next_timed().map(|(record, _)| record)
     }
 }
 
@@ -352,6 +473,101 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.len(), 2_000);
+    }
+
+    /// FNV-1a over the records as `gmv generate` writes them (one per line).
+    fn fingerprint(cfg: SynthConfig) -> (u64, usize) {
+        let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+        let mut bytes = 0;
+        for record in Generator::new(cfg) {
+            for &b in record.payload.iter().chain(b"\n") {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+                bytes += 1;
+            }
+        }
+        (hash, bytes)
+    }
+
+    #[test]
+    fn an_unscheduled_stream_keeps_its_bytes() {
+        // `gmv generate --events 1000 --seed 11`: a stream written once must
+        // be made again byte for byte, so its fingerprint is fixed here.
+        let cfg = SynthConfig {
+            events: 1_000,
+            ..SynthConfig::default()
+        };
+        assert_eq!(fingerprint(cfg), (0xe09a_ac1a_755c_98ff, 162_413));
+    }
+
+    #[test]
+    fn a_schedule_puts_each_segments_records_in_it() {
+        let schedule = Schedule::new(vec![
+            Segment {
+                millis: 1_000,
+                events: 3_000,
+            },
+            Segment {
+                millis: 1_000,
+                events: 7_000,
+            },
+            Segment {
+                millis: 3_000,
+                events: 0,
+            },
+            Segment {
+                millis: 86_395_000,
+                events: 5_000,
+            },
+        ]);
+        let cfg = SynthConfig {
+            events: 1,
+            ..SynthConfig::default()
+        }
+        .clean()
+        .scheduled(schedule.clone());
+        assert_eq!(cfg.events, 15_000);
+        let start = cfg.window.start_millis();
+        let mut per_second = vec![0u64; 86_400];
+        let mut slots = Vec::new();
+        for (record, slot) in std::iter::from_fn({
+            let mut generator = Generator::new(cfg.clone());
+            move || generator.next_timed()
+        }) {
+            let text = String::from_utf8(record.payload).unwrap();
+            let at = text.split(r#""settled_at":""#).nth(1).unwrap();
+            let at = gmv_core::time::parse_rfc3339_millis(&at[..at.len() - 2]).unwrap();
+            assert!((at - start - slot as i64).abs() <= 150, "{at} vs {slot}");
+            per_second[((at - start) / 1000) as usize] += 1;
+            slots.push(slot);
+        }
+        assert_eq!(slots.len(), 15_000);
+        assert_eq!(&per_second[..5], &[3_000, 7_000, 0, 0, 0]);
+        assert_eq!(per_second[5..].iter().sum::<u64>(), 5_000);
+        assert!(slots.windows(2).all(|w| w[1] >= w[0]));
+        // The rest still has the day's shape: the evening outsells the small hours.
+        let hour = |h: usize| per_second[h * 3_600..(h + 1) * 3_600].iter().sum::<u64>();
+        assert!(hour(21) > 2 * hour(4), "{} vs {}", hour(21), hour(4));
+        // And the same seed gives the same bytes.
+        let again: Vec<_> = Generator::new(cfg.clone()).collect();
+        assert_eq!(again, Generator::new(cfg).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_midnight_rush_peaks_at_its_rate_in_the_fifth_second() {
+        let report = run(SynthConfig::default()
+            .clean()
+            .scheduled(Schedule::midnight_rush(20_000, 10, 200_000, 86_400)));
+        let counts = &report.series.per_second.counts;
+        assert_eq!(report.figures.peak_tps, 20_000);
+        assert_eq!(
+            report.figures.peak_second.as_deref(),
+            Some("2017-11-11T00:00:05+08:00")
+        );
+        assert_eq!(counts[0], 7_000);
+        assert_eq!(
+            counts[10..].iter().map(|&c| u64::from(c)).sum::<u64>(),
+            200_000 - Schedule::rush_events(20_000, 10)
+        );
     }
 
     #[test]
