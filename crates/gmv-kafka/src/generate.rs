@@ -1,12 +1,14 @@
 //! `gmv generate --kafka`: the synthetic 11.11 stream produced into the
 //! input topic, keyed by `merchant_id` (as the contract asks of producers),
-//! paced or as fast as the cluster takes it.
+//! paced or as fast as the cluster takes it. `gmv demo` paces it by event
+//! time instead (a [`Replay`]) and holds it within what its consumer has
+//! read ([`Pacing`]).
 
 use crate::config::KafkaConfig;
 use crate::outputs::{client_config, ensure_topics, wait_for_cluster, Cleanup};
 use crate::KafkaError;
 use gmv_pipeline::Lifecycle;
-use gmv_synth::{Generator, SynthConfig};
+use gmv_synth::{Generator, Replay, SynthConfig};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
@@ -33,6 +35,17 @@ pub struct GenerateOptions {
     pub progress: Option<Progress>,
 }
 
+/// How the producer holds itself back, beyond [`GenerateOptions::rate`].
+#[derive(Default)]
+pub struct Pacing {
+    /// Plays the records' event time on the wall clock; replaces `rate`.
+    pub replay: Option<Replay>,
+    /// Asked every 1,024 records with the number sent so far; while it says
+    /// no, the producer waits. A consumer in the same process uses it to
+    /// keep the producer within what the cluster retains.
+    pub may_send: Option<Box<dyn FnMut(u64) -> bool + Send>>,
+}
+
 /// What was produced.
 #[derive(Debug, Clone, Copy)]
 pub struct Generated {
@@ -47,6 +60,11 @@ pub struct Generated {
     pub ack_p50_ms: f64,
     /// The same, 99th percentile.
     pub ack_p99_ms: f64,
+    /// How far the replay clock fell behind the wall (the producer could
+    /// not keep its pace), in all.
+    pub slipped: Duration,
+    /// Time spent waiting for [`Pacing::may_send`].
+    pub held: Duration,
 }
 
 struct Counting {
@@ -91,6 +109,15 @@ impl ProducerContext for Counting {
 
 /// Produces the stream; creates the topic if missing (and allowed).
 pub fn produce(options: GenerateOptions) -> Result<Generated, KafkaError> {
+    produce_paced(options, Pacing::default())
+}
+
+/// Produces the stream as [`produce`] does, held back by `pacing`.
+pub fn produce_paced(options: GenerateOptions, pacing: Pacing) -> Result<Generated, KafkaError> {
+    let Pacing {
+        mut replay,
+        mut may_send,
+    } = pacing;
     let GenerateOptions {
         config,
         synth,
@@ -122,11 +149,24 @@ pub fn produce(options: GenerateOptions) -> Result<Generated, KafkaError> {
     let started = Instant::now();
     let mut sent = 0u64;
     let mut last_progress = Instant::now();
-    for record in Generator::new(synth) {
+    let mut held = Duration::ZERO;
+    let mut generator = Generator::new(synth);
+    while let Some((record, at)) = generator.next_timed() {
         if stop.is_cancelled() {
             break;
         }
-        if let Some(rate) = rate {
+        if let Some(may_send) = may_send.as_mut().filter(|_| sent.is_multiple_of(1024)) {
+            let since = Instant::now();
+            while !may_send(sent) && !stop.is_cancelled() {
+                producer.poll(Duration::from_millis(5));
+            }
+            held += since.elapsed();
+        }
+        if let Some(replay) = replay.as_mut() {
+            if let Some(due) = replay.due(at, Instant::now()) {
+                wait_until(&producer, due, &stop);
+            }
+        } else if let Some(rate) = rate {
             let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 producer.poll(Duration::ZERO);
@@ -179,5 +219,20 @@ pub fn produce(options: GenerateOptions) -> Result<Generated, KafkaError> {
         elapsed: started.elapsed(),
         ack_p50_ms: ack.value_at_quantile(0.5) as f64,
         ack_p99_ms: ack.value_at_quantile(0.99) as f64,
+        slipped: replay.map_or(Duration::ZERO, |r| r.slipped()),
+        held,
     })
+}
+
+/// Serves deliveries until `due`; a wait under a millisecond is not worth
+/// a sleep (the next record is then sent that much early, and the pace
+/// holds on average since every due time is absolute).
+fn wait_until(producer: &BaseProducer<Counting>, due: Instant, stop: &Lifecycle) {
+    while let Some(wait) = due.checked_duration_since(Instant::now()) {
+        if wait < Duration::from_millis(1) || stop.is_cancelled() {
+            return;
+        }
+        producer.poll(Duration::ZERO);
+        std::thread::sleep(wait.min(Duration::from_millis(50)));
+    }
 }
