@@ -1,8 +1,10 @@
-//! The synthetic 11.11 stream as chunks, as fast as the workers take them
-//! or paced at a rate (records per second of wall time).
+//! The synthetic 11.11 stream as chunks, as fast as the workers take them,
+//! paced at a rate (records per second of wall time), or replayed by event
+//! time (`gmv demo --no-kafka`: the midnight rush in real time, then the
+//! day as a time-lapse).
 
-use super::{now_ms, BufferPool, Chunk, ChunkSource};
-use gmv_synth::{Generator, SynthConfig};
+use super::{now_ms, Buffer, BufferPool, Chunk, ChunkSource};
+use gmv_synth::{Generator, Replay, SynthConfig, SynthRecord};
 use parking_lot::Mutex;
 use std::io;
 use std::sync::Arc;
@@ -23,7 +25,15 @@ struct State {
     produced: u64,
     begun: Option<Instant>,
     done: bool,
+    /// Plays event time on the wall clock instead of `rate`.
+    replay: Option<Replay>,
+    /// A record made but not yet due, with its slot's event time.
+    pending: Option<(SynthRecord, u64)>,
 }
+
+/// How far ahead of its due time a replayed record may go out, so that a
+/// chunk holds ~10 ms of records rather than one.
+const REPLAY_AHEAD: Duration = Duration::from_millis(10);
 
 impl SynthChunks {
     /// Generates per `config`; `rate` of `None` or 0 means unpaced.
@@ -40,11 +50,63 @@ impl SynthChunks {
                 produced: 0,
                 begun: None,
                 done: false,
+                replay: None,
+                pending: None,
             }),
             rate: rate.filter(|&r| r > 0),
             chunk_bytes: chunk_bytes.max(1),
             stop,
         }
+    }
+
+    /// Generates per `config`, each record due when `replay` says.
+    pub fn replayed(
+        config: SynthConfig,
+        replay: Replay,
+        chunk_bytes: usize,
+        stop: CancellationToken,
+    ) -> Self {
+        let chunks = Self::new(config, None, chunk_bytes, stop);
+        chunks.state.lock().replay = Some(replay);
+        chunks
+    }
+
+    /// The records due within [`REPLAY_AHEAD`], up to a chunk's bytes;
+    /// waits for the first when none is due yet.
+    fn replayed_chunk(&self, state: &mut State, bytes: &mut Vec<u8>) -> Option<u64> {
+        let mut records = 0;
+        while bytes.len() < self.chunk_bytes {
+            let next = match state.pending.take() {
+                Some(made) => Some(made),
+                None => state.generator.next_timed(),
+            };
+            let Some((record, at)) = next else {
+                state.done = true;
+                break;
+            };
+            let now = Instant::now();
+            let early = state
+                .replay
+                .as_mut()
+                .and_then(|replay| replay.due(at, now))
+                .and_then(|due| due.checked_duration_since(now + REPLAY_AHEAD));
+            if let Some(early) = early {
+                state.pending = Some((record, at));
+                if records > 0 {
+                    break;
+                }
+                // The workers have nothing else to take: wait here, lock held.
+                if self.stop.is_cancelled() {
+                    return None;
+                }
+                std::thread::sleep(early.min(Duration::from_millis(50)));
+                continue;
+            }
+            bytes.extend_from_slice(&record.payload);
+            bytes.push(b'\n');
+            records += 1;
+        }
+        Some(records)
     }
 }
 
@@ -57,6 +119,11 @@ impl ChunkSource for SynthChunks {
         let mut state = self.state.lock();
         if state.done || self.stop.is_cancelled() {
             return Ok(None);
+        }
+        if state.replay.is_some() {
+            let mut bytes = pool.take();
+            let records = self.replayed_chunk(&mut state, &mut bytes.bytes);
+            return Ok(records.and_then(|records| state.chunk(bytes, records)));
         }
         let begun = *state.begun.get_or_insert_with(Instant::now);
         // Paced chunks hold ~10 ms of records, so latency reflects the pace.
@@ -84,18 +151,25 @@ impl ChunkSource for SynthChunks {
             bytes.bytes.push(b'\n');
             records += 1;
         }
-        state.produced += records;
+        Ok(state.chunk(bytes, records))
+    }
+}
+
+impl State {
+    /// `bytes` (holding `records` lines) as the next chunk; none if empty.
+    fn chunk(&mut self, bytes: Buffer, records: u64) -> Option<Chunk> {
+        self.produced += records;
         if records == 0 {
-            return Ok(None);
+            return None;
         }
-        let index = state.next_index;
-        state.next_index += 1;
-        Ok(Some(Chunk {
+        let index = self.next_index;
+        self.next_index += 1;
+        Some(Chunk {
             index,
             bytes,
             truncated: Vec::new(),
             read_at: now_ms(),
-        }))
+        })
     }
 }
 
@@ -120,5 +194,51 @@ mod tests {
         }
         assert_eq!(lines, 10_000);
         assert!(chunks > 1);
+    }
+
+    #[test]
+    fn a_replay_plays_event_time_on_the_wall_clock() {
+        use gmv_synth::{Schedule, Segment, Stage};
+        // 300 ms of the night in real time, then the rest of the day at a
+        // million times.
+        let schedule = Schedule::new(vec![
+            Segment {
+                millis: 300,
+                events: 3_000,
+            },
+            Segment {
+                millis: 86_399_700,
+                events: 3_000,
+            },
+        ]);
+        let replay = Replay::new(vec![
+            Stage {
+                until_ms: 300,
+                speed: Some(1.0),
+            },
+            Stage {
+                until_ms: 86_400_000,
+                speed: Some(1e6),
+            },
+        ]);
+        let config = SynthConfig::default().scheduled(schedule);
+        let source = SynthChunks::replayed(config, replay, 64 << 10, CancellationToken::new());
+        let pool = Arc::new(BufferPool::default());
+        let started = Instant::now();
+        let mut lines = 0;
+        let mut chunks = 0;
+        while let Some(chunk) = source.next_chunk(&pool).unwrap() {
+            assert_eq!(chunk.index, chunks);
+            chunks += 1;
+            lines += memchr::memchr_iter(b'\n', &chunk.bytes.bytes).count();
+        }
+        let took = started.elapsed();
+        assert_eq!(lines, 6_000);
+        // ~10 ms of records a chunk while the clock runs at 1x.
+        assert!(chunks >= 20, "{chunks} chunks");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
     }
 }
