@@ -217,12 +217,21 @@ pub struct ServeArgs {
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Records to generate.
-    #[arg(long, default_value_t = 3_000_000)]
+    /// Records in all: the midnight rush takes what --rate and --rush ask, the rest of the day what is left.
+    #[arg(long, default_value_t = 12_000_000)]
     pub events: u64,
-    /// Records per second; 0 = as fast as the engine goes.
-    #[arg(long, default_value_t = 50_000)]
+    /// Peak transactions per second of event time in the midnight rush (2017: 256,000 at 00:00:05); 0 = no rush.
+    #[arg(long, default_value_t = 256_000)]
     pub rate: u64,
+    /// Seconds of event time from midnight played as the rush, second by second at up to --rate.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub rush: u64,
+    /// Seconds of event time per second of wall time during the rush (1 = real time, 0.5 = slow motion); 0 = as fast as it goes.
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    pub rush_time_lapse: f64,
+    /// Seconds of event time per second of wall time for the rest of the day (1440 = the day in a minute); 0 = as fast as it goes.
+    #[arg(long, value_name = "FACTOR", default_value_t = 1440.0)]
+    pub time_lapse: f64,
     /// Do not serve the scoreboard (by default on http.bind, 127.0.0.1:8080).
     #[arg(long)]
     pub no_http: bool,
