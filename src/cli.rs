@@ -220,7 +220,7 @@ pub struct DemoArgs {
     /// Records in all: the midnight rush takes what --rate and --rush ask, the rest of the day what is left.
     #[arg(long, default_value_t = 12_000_000)]
     pub events: u64,
-    /// Peak transactions per second of event time in the midnight rush (2017: 256,000 at 00:00:05); 0 = no rush.
+    /// Peak transactions per second of event time in the midnight rush (2017: 256,000 at 00:00:05); 0 = no rush, and unless --time-lapse says otherwise the whole day as fast as it goes.
     #[arg(long, default_value_t = 256_000)]
     pub rate: u64,
     /// Seconds of event time from midnight played as the rush, second by second at up to --rate.
@@ -229,9 +229,9 @@ pub struct DemoArgs {
     /// Seconds of event time per second of wall time during the rush (1 = real time, 0.5 = slow motion); 0 = as fast as it goes.
     #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
     pub rush_time_lapse: f64,
-    /// Seconds of event time per second of wall time for the rest of the day (1440 = the day in a minute); 0 = as fast as it goes.
-    #[arg(long, value_name = "FACTOR", default_value_t = 1440.0)]
-    pub time_lapse: f64,
+    /// Seconds of event time per second of wall time for the rest of the day [default: 1440, the day in a minute; with --rate 0: 0]; 0 = as fast as it goes.
+    #[arg(long, value_name = "FACTOR")]
+    pub time_lapse: Option<f64>,
     /// Do not serve the scoreboard (by default on http.bind, 127.0.0.1:8080).
     #[arg(long)]
     pub no_http: bool,

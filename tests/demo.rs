@@ -236,3 +236,21 @@ fn a_time_lapse_that_is_no_factor_is_a_usage_error() {
         assert!(stderr.contains("time-lapse"), "{bad}: {stderr}");
     }
 }
+
+#[test]
+fn without_a_rush_the_day_goes_as_fast_as_it_goes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let started = Instant::now();
+    let output = gmv()
+        .current_dir(dir.path())
+        .args(["demo", "--no-kafka", "--no-http", "--rate", "0"])
+        .args(["--events", "200000"])
+        .output()
+        .expect("gmv demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert_eq!(consumed(&stdout), Some(200_000), "{stdout}");
+    // A time-lapse of the day would take a minute.
+    assert!(started.elapsed() < Duration::from_secs(20), "{stdout}");
+}

@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 /// before the stream counts as ended.
 const IDLE_AT_END: Duration = Duration::from_secs(2);
 
+/// The rest of the day's default time-lapse: 86,400 s of event time in 60 s.
+const DAY_IN_A_MINUTE: f64 = 1440.0;
+
 /// Runs `gmv demo`.
 pub fn execute(args: &DemoArgs, config_file: Option<&Path>) -> Result<Ended> {
     let mut loaded = Config::load(config_file, &args.engine.overrides())?;
@@ -203,6 +206,9 @@ impl Night {
                 )))
             }
         };
+        // Without a rush there is nothing to watch in real time: the day
+        // goes as fast as it can unless a time-lapse is asked for.
+        let default_lapse = if args.rate == 0 { 0.0 } else { DAY_IN_A_MINUTE };
         let rush_seconds = if args.rate == 0 {
             0
         } else {
@@ -214,7 +220,7 @@ impl Night {
             rush_seconds,
             rush_events: Schedule::rush_events(args.rate, rush_seconds).min(args.events),
             rush_speed: speed("--rush-time-lapse", args.rush_time_lapse)?,
-            rest_speed: speed("--time-lapse", args.time_lapse)?,
+            rest_speed: speed("--time-lapse", args.time_lapse.unwrap_or(default_lapse))?,
         })
     }
 
