@@ -150,7 +150,6 @@ fn the_days_figures_are_printed_when_the_stream_ends() {
 }
 
 #[test]
-#[ignore = "a signal while the run serves on after its end is never recorded (Lifecycle::signal stays None), so the demo cannot stop: run with --ignored once gmv-pipeline's lifecycle stores it"]
 fn a_serving_demo_prints_the_days_figures_at_the_streams_end_then_serves_on() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("temp dir");

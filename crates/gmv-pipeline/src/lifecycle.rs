@@ -202,7 +202,13 @@ impl Lifecycle {
         std::thread::Builder::new()
             .name("gmv-signals".into())
             .spawn(move || {
-                if let Some(signal) = signals.forever().next() {
+                for signal in signals.forever() {
+                    // Recorded whatever the run is doing: one that has ended
+                    // and only serves on waits for exactly this.
+                    lifecycle
+                        .inner
+                        .signal
+                        .store(signal, std::sync::atomic::Ordering::SeqCst);
                     tracing::info!(
                         signal,
                         "signal received: finishing what was read, then stopping"
