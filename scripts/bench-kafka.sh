@@ -47,6 +47,8 @@
 #   BENCH_SEED=11                  generate --seed
 #   BENCH_BROKER_PORT=19392        dedicated tansu port (stopped on exit)
 #   BENCH_OUT=target/bench-kafka   work files: logs, reports, checkpoints
+#   BENCH_GMV=target/release/gmv   the gmv binary measured (e.g. a previous
+#                                  commit's, to compare before/after)
 #   BENCH_NO_BUILD=0               1: use target/release/gmv and
 #                                  target/release/examples/bare_consumer as they are
 #   BENCH_KEEP_CHECKPOINTS=0       1: keep checkpoint dirs (0: deleted after du)
@@ -74,7 +76,7 @@ IDLE=3s
 # The latency run waits (idle) for the generator while its members join; the
 # second member's join can take ~3 s on tansu, so 3 s idle could end it first.
 LAT_IDLE=${BENCH_LATENCY_IDLE:-10s}
-GMV=target/release/gmv
+GMV=${BENCH_GMV:-target/release/gmv}
 BARE=target/release/examples/bare_consumer
 BROKER_SCRIPT=scripts/kafka-broker.sh
 
