@@ -139,17 +139,13 @@ impl Task {
     /// ones to the dead-letter topic, new crossings to the alerts topic,
     /// then a delta to the publisher if one is due.
     pub(crate) fn process(&mut self, run: &[BorrowedMessage<'_>], outputs: &Outputs) {
-        let next = self.engine.next_position();
         let handoff = &mut self.handoff;
-        let records = run.iter().filter_map(|message| {
-            let offset = message.offset();
-            if offset < next {
-                return None; // fetched again after a rebalance; already counted
-            }
+        let records = uncounted(self.engine.next_position(), run, |m| m.offset()).map(|message| {
             if let Some(ts) = message.timestamp().to_millis() {
                 handoff.started(ts, 1);
             }
-            Some((offset, offset, message.payload().unwrap_or_default()))
+            let offset = message.offset();
+            (offset, offset, message.payload().unwrap_or_default())
         });
         let (topic, partition) = (&self.topic, self.partition);
         self.engine
@@ -170,5 +166,54 @@ impl Task {
             }
             self.alerts_done = crossings.len();
         }
+    }
+}
+
+/// The records of `run` not yet counted: those at or after `next`, each
+/// offset once and in increasing order. An answer can repeat records it
+/// already gave (fetched again after a rebalance or a seek, or what a fetch
+/// from the old position still held), even after newer ones: each must be
+/// skipped against the last record taken, not only against where the run
+/// started, or it is counted twice.
+fn uncounted<M>(
+    mut next: i64,
+    run: impl IntoIterator<Item = M>,
+    offset: impl Fn(&M) -> i64,
+) -> impl Iterator<Item = M> {
+    run.into_iter().filter(move |message| {
+        let at = offset(message);
+        let new = at >= next;
+        if new {
+            next = at + 1;
+        }
+        new
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uncounted;
+
+    fn kept(next: i64, offsets: &[i64]) -> Vec<i64> {
+        uncounted(next, offsets.iter().copied(), |&o| o).collect()
+    }
+
+    #[test]
+    fn records_before_the_next_offset_are_skipped() {
+        assert_eq!(kept(5, &[3, 4, 5, 6]), [5, 6]);
+        assert_eq!(kept(-1, &[0, 1]), [0, 1]);
+    }
+
+    #[test]
+    fn a_run_that_repeats_records_it_already_gave_counts_each_once() {
+        // What a fetch from before the next offset returned, then a stale
+        // answer from the old position repeating part of it.
+        assert_eq!(kept(10, &[8, 9, 10, 11, 12, 11, 12, 13]), [10, 11, 12, 13]);
+        assert_eq!(kept(0, &[0, 1, 2, 0, 1, 2]), [0, 1, 2]);
+    }
+
+    #[test]
+    fn gaps_are_kept_for_the_contiguity_check_to_judge() {
+        assert_eq!(kept(0, &[0, 5, 6]), [0, 5, 6]);
     }
 }
