@@ -215,3 +215,77 @@ impl gmv_core::sink::DeadLetterSink for NullSink {
         Ok(())
     }
 }
+
+#[test]
+fn a_burst_on_a_pipe_then_silence_is_all_counted_live() {
+    // Many chunks at once, then nothing: every worker may be waiting on the
+    // pipe while the others' parts of the burst wait for it.
+    let mut settings = Settings::defaults();
+    settings.partitions = 16;
+    let settings = Arc::new(settings);
+    let lifecycle = Lifecycle::new();
+    let (mut writer, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+    let pool = Arc::new(BufferPool::default());
+    let linger = Duration::from_millis(30);
+    let interval = Duration::from_millis(100);
+    let chunks = crate::chunks::StreamChunks::spawn(
+        "stdin",
+        reader,
+        crate::chunks::StreamOptions {
+            chunk_bytes: 4096,
+            hold: 1 << 20,
+            linger,
+        },
+        lifecycle.token(),
+        pool.clone(),
+    )
+    .unwrap();
+    let source = SplitSource {
+        settings: settings.clone(),
+        chunks: Arc::new(chunks),
+        pool,
+        workers: 2,
+        dead_letters: Arc::new(NullSink),
+    };
+    let view = LiveView::new(settings);
+    let state = Arc::new(LiveState::new(view.index()));
+    let running = {
+        let (lifecycle, state) = (lifecycle.clone(), state.clone());
+        std::thread::spawn(move || {
+            run(
+                &lifecycle,
+                Box::new(source),
+                view,
+                RunOptions {
+                    interval,
+                    sinks: Vec::new(),
+                    state,
+                },
+            )
+        })
+    };
+    let burst: String = (0..1000)
+        .map(|i| line(i, i % 97, 100 + i as u64, 1) + "\n")
+        .collect();
+    writer.write_all(burst.as_bytes()).unwrap();
+    let written = Instant::now();
+    let consumed = || state.latest().map_or(0, |s| s.figures.accounting.consumed);
+    while consumed() < 1000 && written.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seen_after = written.elapsed();
+    let seen = consumed();
+    drop(writer);
+    let outcome = running.join().unwrap().unwrap();
+    assert_eq!(outcome.report.figures.accounting.consumed, 1000);
+    assert_eq!(
+        seen, 1000,
+        "the live view showed {seen} of 1000 records 3 s after a burst on an idle pipe"
+    );
+    // One publish interval plus the linger, with room for a busy machine.
+    assert!(
+        seen_after < 4 * (interval + linger),
+        "the burst took {seen_after:?} to show (interval {interval:?}, linger {linger:?})"
+    );
+}
+

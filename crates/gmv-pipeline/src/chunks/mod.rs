@@ -25,6 +25,7 @@ pub use synth::SynthChunks;
 use parking_lot::Mutex;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The position of line `line` (0-based) of chunk `chunk`: ordered as the
 /// input is, comparable across partitions.
@@ -109,6 +110,28 @@ pub trait ChunkSource: Send + Sync {
     /// ended or the run is stopping. Every chunk index below the last one
     /// handed out is handed out exactly once.
     fn next_chunk(&self, pool: &Arc<BufferPool>) -> io::Result<Option<Chunk>>;
+
+    /// Like [`Self::next_chunk`], but waits at most about `wait` for a
+    /// source whose next chunk may be long in coming (a pipe), so that a
+    /// reader can go back to its other work meanwhile. Sources that never
+    /// wait for their input keep the default.
+    fn poll_chunk(&self, pool: &Arc<BufferPool>, wait: Duration) -> io::Result<Polled> {
+        let _ = wait;
+        Ok(match self.next_chunk(pool)? {
+            Some(chunk) => Polled::Chunk(chunk),
+            None => Polled::Ended,
+        })
+    }
+}
+
+/// What [`ChunkSource::poll_chunk`] found.
+pub enum Polled {
+    /// The next chunk.
+    Chunk(Chunk),
+    /// Nothing yet; ask again.
+    Later,
+    /// The input has ended or the run is stopping.
+    Ended,
 }
 
 /// The time now, ms since the epoch.

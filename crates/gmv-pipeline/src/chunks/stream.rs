@@ -10,7 +10,7 @@
 //! stop (a signal) even while the pipe is idle; then it hands on the lines
 //! it has read and ends.
 
-use super::{now_ms, BufferPool, Chunk, ChunkSource};
+use super::{now_ms, BufferPool, Chunk, ChunkSource, Polled};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -78,13 +78,21 @@ impl ChunkSource for StreamChunks {
         &self.name
     }
 
-    fn next_chunk(&self, _pool: &Arc<BufferPool>) -> io::Result<Option<Chunk>> {
+    fn next_chunk(&self, pool: &Arc<BufferPool>) -> io::Result<Option<Chunk>> {
         loop {
-            match self.chunks.recv_timeout(IDLE_POLL) {
-                Ok(chunk) => return chunk.map(Some),
-                Err(RecvTimeoutError::Disconnected) => return Ok(None),
-                Err(RecvTimeoutError::Timeout) => {}
+            match self.poll_chunk(pool, IDLE_POLL)? {
+                Polled::Chunk(chunk) => return Ok(Some(chunk)),
+                Polled::Ended => return Ok(None),
+                Polled::Later => {}
             }
+        }
+    }
+
+    fn poll_chunk(&self, _pool: &Arc<BufferPool>, wait: Duration) -> io::Result<Polled> {
+        match self.chunks.recv_timeout(wait) {
+            Ok(chunk) => chunk.map(Polled::Chunk),
+            Err(RecvTimeoutError::Disconnected) => Ok(Polled::Ended),
+            Err(RecvTimeoutError::Timeout) => Ok(Polled::Later),
         }
     }
 }

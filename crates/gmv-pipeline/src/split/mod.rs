@@ -17,7 +17,7 @@
 mod ledger;
 mod route;
 
-use crate::chunks::{position, BufferPool, Chunk, ChunkSource};
+use crate::chunks::{position, BufferPool, Chunk, ChunkSource, Polled};
 use crate::handoff::{Board, Handoff};
 use crate::lifecycle::{Lifecycle, TaskError};
 use crate::publish::AlertOrder;
@@ -38,6 +38,10 @@ use std::time::Duration;
 /// How many routed records an owner looks ahead to prefetch their dedup
 /// probe.
 const LOOKAHEAD: usize = 8;
+
+/// How long a reader waits for a slow input's next chunk before it looks
+/// at its own partitions' parts again.
+const CLAIM_WAIT: Duration = Duration::from_millis(20);
 
 /// A split source and how to run it.
 pub struct SplitSource {
@@ -161,7 +165,7 @@ impl Shared {
     }
 
     /// Claims and reads the next chunk if the window allows; `Ok(None)` when
-    /// it does not or the input has ended.
+    /// it does not, when a slow input has nothing yet, or when it has ended.
     fn claim(&self) -> std::io::Result<Option<Chunk>> {
         {
             let mut claims = self.claims.lock();
@@ -176,13 +180,17 @@ impl Shared {
             }
             claims.in_progress += 1;
         }
-        let read = self.chunks.next_chunk(&self.pool);
+        // A reader waiting on a pipe must come back to count its part of
+        // the chunks others have routed meanwhile: a burst followed by
+        // silence would otherwise stay half-counted until the next line.
+        let read = self.chunks.poll_chunk(&self.pool, CLAIM_WAIT);
         {
             let mut claims = self.claims.lock();
             claims.in_progress -= 1;
             match &read {
-                Ok(Some(_)) => claims.claimed += 1,
-                Ok(None) => claims.ended = true,
+                Ok(Polled::Chunk(_)) => claims.claimed += 1,
+                Ok(Polled::Later) => {}
+                Ok(Polled::Ended) => claims.ended = true,
                 Err(_) => {
                     claims.ended = true;
                     claims.failed = true;
@@ -190,7 +198,10 @@ impl Shared {
             }
         }
         self.notify();
-        read
+        read.map(|polled| match polled {
+            Polled::Chunk(chunk) => Some(chunk),
+            Polled::Later | Polled::Ended => None,
+        })
     }
 
     /// Whether owner `next` chunks in has applied everything there will be
