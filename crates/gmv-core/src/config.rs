@@ -136,6 +136,22 @@ impl ConfigError {
     }
 }
 
+/// Bytes an id of `dedup.max_ids` may take: 42 in the tables at their
+/// fullest, twice in a Kafka run (the checkpoint writer keeps a copy).
+const WORST_BYTES_PER_ID: u64 = 84;
+/// Ids whatever the memory (the tables index slots with 32 bits).
+const MAX_IDS: usize = 1 << 32;
+/// Workers a core may have: more than one only helps tests and odd loads.
+const WORKERS_PER_CORE: usize = 16;
+
+/// This machine's memory, if the system says (Linux: `/proc/meminfo`).
+fn machine_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Validated engine settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -205,6 +221,12 @@ impl Settings {
         }
         for (i, text) in money_cfg.thresholds_cny.iter().enumerate() {
             match money::parse_cny(text) {
+                // Merged silently, a repeat would hide a typo for the
+                // threshold meant.
+                Ok(fen) if thresholds.contains(&fen) => errors.push(ConfigError::new(
+                    format!("money.thresholds_cny[{i}]"),
+                    format!("`{text}` is listed before; allowed: each amount once"),
+                )),
                 Ok(fen) => thresholds.push(fen),
                 Err(e) => errors.push(ConfigError::new(
                     format!("money.thresholds_cny[{i}]"),
@@ -215,7 +237,6 @@ impl Settings {
             }
         }
         thresholds.sort_unstable();
-        thresholds.dedup();
 
         let positive_decimal =
             |key: &str, text: &str, errors: &mut Vec<ConfigError>| match Decimal::from_str(
@@ -257,8 +278,19 @@ impl Settings {
             })
             .ok();
 
-        if dedup.max_ids < 1024 {
-            errors.push(ConfigError::new("dedup.max_ids", "allowed: at least 1024"));
+        let most_ids = machine_memory_bytes().map_or(MAX_IDS, |bytes| {
+            usize::try_from(bytes / WORST_BYTES_PER_ID)
+                .unwrap_or(usize::MAX)
+                .clamp(1024, MAX_IDS)
+        });
+        if !(1024..=most_ids).contains(&dedup.max_ids) {
+            errors.push(ConfigError::new(
+                "dedup.max_ids",
+                format!(
+                    "allowed: 1024 to {most_ids} (an id may take up to {WORST_BYTES_PER_ID} bytes, the Kafka checkpoint writer's copy included, and this machine has {} GiB)",
+                    machine_memory_bytes().map_or(0, |b| b >> 30)
+                ),
+            ));
         }
         if dedup.retention.is_some_and(|r| r.is_zero()) {
             errors.push(ConfigError::new(
@@ -278,10 +310,14 @@ impl Settings {
         if !(1..=4096).contains(&engine.partitions) {
             errors.push(ConfigError::new("engine.partitions", "allowed: 1 to 4096"));
         }
-        if engine.workers > 1024 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let most_workers = (cores * WORKERS_PER_CORE).clamp(WORKERS_PER_CORE, 1024);
+        if engine.workers > most_workers {
             errors.push(ConfigError::new(
                 "engine.workers",
-                "allowed: 0 (one per core) to 1024",
+                format!(
+                    "allowed: 0 (one per core) to {most_workers} ({WORKERS_PER_CORE} per core on this machine's {cores}; more threads only take turns)"
+                ),
             ));
         }
 
@@ -363,5 +399,66 @@ mod tests {
             ]
         );
         assert!(errors[1].to_string().contains("allowed"));
+    }
+
+    #[test]
+    fn a_threshold_listed_twice_is_refused_not_merged() {
+        let money_cfg = MoneyConfig {
+            thresholds_cny: vec![
+                "100000000".into(),
+                "500000000".into(),
+                "100000000.00".into(),
+            ],
+            ..MoneyConfig::default()
+        };
+        let errors = Settings::from_config(
+            &WindowConfig::default(),
+            &money_cfg,
+            &DedupConfig::default(),
+            &EngineConfig::default(),
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].key, "money.thresholds_cny[2]");
+        assert!(errors[0].message.contains("listed before"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn bounds_beyond_the_machine_are_refused_with_the_machine_named() {
+        let dedup = DedupConfig {
+            max_ids: usize::MAX / 2,
+            ..DedupConfig::default()
+        };
+        let engine = EngineConfig {
+            workers: 100_000,
+            ..EngineConfig::default()
+        };
+        let errors = Settings::from_config(
+            &WindowConfig::default(),
+            &MoneyConfig::default(),
+            &dedup,
+            &engine,
+        )
+        .unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["dedup.max_ids", "engine.workers"]);
+        assert!(errors[0].message.contains("GiB"), "{}", errors[0]);
+        assert!(errors[1].message.contains("per core"), "{}", errors[1]);
+        // What the defaults and the tests ask for stays allowed.
+        let engine = EngineConfig {
+            workers: 8,
+            ..EngineConfig::default()
+        };
+        let dedup = DedupConfig {
+            max_ids: 20_000_000,
+            ..DedupConfig::default()
+        };
+        assert!(Settings::from_config(
+            &WindowConfig::default(),
+            &MoneyConfig::default(),
+            &dedup,
+            &engine
+        )
+        .is_ok());
     }
 }
