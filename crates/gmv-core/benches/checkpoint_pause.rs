@@ -7,13 +7,13 @@
 //! Per checkpoint it prints the owner's pause (capturing a delta), the
 //! writer's work (extending its shadow, encoding, writing with fsync) and,
 //! every `DELTAS_PER_BASE` checkpoints, the base the writer makes from its
-//! shadow; and, for comparison, what capturing a base on the owner's
-//! thread would cost.
+//! shadow and what restoring from it costs a new owner; and, for
+//! comparison, what capturing a base on the owner's thread would cost.
 //!
 //! `cargo bench -p gmv-core --bench checkpoint_pause [-- IDS MERCHANTS PARTITIONS TPS]`
 
 use gmv_core::partition::{merchant_hash, Partition, Txn};
-use gmv_core::state::CheckpointKind;
+use gmv_core::state::{Checkpoint, CheckpointKind};
 use gmv_core::Settings;
 use std::io::Write;
 use std::sync::Arc;
@@ -132,7 +132,23 @@ fn main() {
         mib(bytes.len()),
         ms(write)
     );
-    drop((base, bytes));
+    drop(base);
+    // What a new owner pays before fetching: decode the base, rebuild.
+    let decoded = Instant::now();
+    let chain = [Checkpoint::decode(&bytes).expect("decodes")];
+    let decode = decoded.elapsed();
+    let restored = Instant::now();
+    let partition = Partition::restore(settings.clone(), cap * 2, &chain).expect("restores");
+    let restore = restored.elapsed();
+    let held = ids + per_second * CHECKPOINTS;
+    println!(
+        "restore from that base (a new owner): decode {:.0} ms, rebuild {:.0} ms = {:.0} ms per million ids ({} merchants)",
+        ms(decode),
+        ms(restore),
+        ms(decode + restore) * 1e6 / held as f64,
+        partition.merchant_figures().count()
+    );
+    drop((chain, partition, bytes));
     let on_owner = Instant::now();
     let base = live.capture(100, CheckpointKind::Base);
     println!(
