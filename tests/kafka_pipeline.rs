@@ -1256,3 +1256,94 @@ fn missing_topic_without_permission_to_create_is_named() {
     );
     assert!(cluster.is_mock());
 }
+
+#[test]
+fn a_partition_committed_without_checkpoints_is_named_then_read_again_exactly() {
+    let cluster = Cluster::mock();
+    let setup = Setup::new(&cluster, "lost-state");
+    let input = setup.produce(20_000);
+    let want = Reference::compute(&input);
+    let (first, _) = setup.run_to_end(&[]);
+    check_report(&first, &want, &setup.thresholds);
+    std::fs::remove_dir_all(setup.checkpoints()).expect("checkpoints deleted");
+    let (again, stderr) = setup.run_to_end(&[]);
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("checkpoints are gone"))
+        .count();
+    assert_eq!(
+        warnings, PARTITIONS as usize,
+        "one warning per partition whose state was lost:\n{stderr}"
+    );
+    check_report(&again, &want, &setup.thresholds);
+}
+
+/// Stops a process with a signal (SIGSTOP, SIGCONT).
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal}");
+}
+
+#[test]
+fn a_member_frozen_past_its_session_announces_nothing_when_it_thaws() {
+    let Some(cluster) = Cluster::real() else {
+        return;
+    };
+    let setup = Setup::new(&cluster, "zombie");
+    // About 20 s of traffic: the frozen member's prefetched records and the
+    // crossings in them are its successor's by the time it thaws.
+    let (input, mut producer) = setup.produce_paced(300_000, 15_000);
+    let want = Reference::compute(&input);
+    let args = [
+        "--workers",
+        "1",
+        "--exit-when-idle",
+        "10s",
+        "--report",
+        "/dev/null",
+        "--allow-partial",
+    ];
+    let (mut zombie, zombie_assigned) = setup.spawn_run(&args);
+    zombie_assigned
+        .recv_timeout(Duration::from_secs(40))
+        .expect("first member assigned");
+    let (mut survivor, survivor_assigned) = setup.spawn_run(&args);
+    survivor_assigned
+        .recv_timeout(Duration::from_secs(40))
+        .expect("second member assigned");
+    std::thread::sleep(Duration::from_secs(1));
+    // The config's session timeout is 6 s. tansu expires a silent member
+    // only when someone joins, so a third member joins past it: the group
+    // then gives the frozen member's partitions away, and their new owners
+    // restore them from the last checkpoints and count on.
+    signal(&zombie, "-STOP");
+    std::thread::sleep(Duration::from_secs(7));
+    let (mut newcomer, newcomer_assigned) = setup.spawn_run(&args);
+    let taken_over = newcomer_assigned.recv_timeout(Duration::from_secs(40));
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&zombie, "-CONT");
+    taken_over.expect("the newcomer was given partitions while the first member was frozen");
+    assert!(producer.wait().expect("producer").success());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for child in [&mut zombie, &mut survivor, &mut newcomer] {
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                assert!(status.success(), "{status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the members did not finish");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let view = setup.global_view();
+    let partitions = view["accounting"]["partitions"]
+        .as_array()
+        .expect("partitions");
+    assert_eq!(partitions.len(), PARTITIONS as usize, "{partitions:?}");
+    check_figures(&view, &want, &setup.thresholds);
+    // Every crossing once: none from the frozen member's stale records.
+    setup.check_alerts_topic(&view, &want);
+}

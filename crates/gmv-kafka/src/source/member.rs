@@ -49,6 +49,13 @@ const LAG_EVERY: Duration = Duration::from_millis(250);
 /// (`kafka.exit_when_idle`).
 const END_CHECK_EVERY: Duration = Duration::from_millis(250);
 
+/// Longest wait for the group's committed offsets when only a warning
+/// depends on them.
+const COMMITTED_WAIT: Duration = Duration::from_secs(3);
+
+/// librdkafka's session timeout unless `[kafka.consumer]` sets another.
+const SESSION_TIMEOUT_MS: u64 = 10_000;
+
 /// The consumer context: rebalance handling with checkpoints.
 pub(crate) struct Member {
     shared: Arc<Shared>,
@@ -59,6 +66,9 @@ pub(crate) struct Member {
     durable: Durable,
     /// Assignments and revocations so far: idleness restarts with each.
     assignments: AtomicU64,
+    /// When the last rebalance callback returned: time spent restoring or
+    /// checkpointing in one is work, not a stall.
+    rebalanced_at: Mutex<Instant>,
 }
 
 impl ClientContext for Member {
@@ -92,6 +102,7 @@ impl ConsumerContext for Member {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.on_revoke(consumer, tpl),
             other => tracing::warn!(member = %self.name, error = ?other, "rebalance error"),
         }
+        *self.rebalanced_at.lock() = Instant::now();
     }
 }
 
@@ -140,7 +151,7 @@ impl Member {
             // waits until they are in, and counting starts at once.
             shared.reload_announced();
         }
-        let metadata = self.committed_metadata(consumer, tpl);
+        let committed = self.committed(consumer, tpl);
         let chains: Vec<_> = by_topic
             .iter()
             .map(|(topic, partitions)| {
@@ -148,7 +159,10 @@ impl Member {
                     .iter()
                     .map(|&p| {
                         let key = (topic.to_string(), p);
-                        metadata.get(&key).cloned().unwrap_or_default()
+                        committed
+                            .get(&key)
+                            .map(|(_, metadata)| metadata.clone())
+                            .unwrap_or_default()
                     })
                     .collect();
                 (*topic, shared.store.load(topic, partitions, &metadata))
@@ -164,6 +178,18 @@ impl Member {
                 }
             };
             for (partition, loaded) in partitions.into_iter().zip(loaded) {
+                let key = (topic.to_string(), partition);
+                if let Some((offset, _)) = committed.get(&key).filter(|(o, _)| *o > 0) {
+                    if loaded.chain.is_empty() && loaded.refused.is_none() {
+                        tracing::warn!(
+                            topic,
+                            partition,
+                            committed = offset,
+                            group = %shared.config.group_id,
+                            "the group committed this partition but its checkpoints are gone (a deleted checkpoint directory or changelog?): its state is lost, so it is read again from the beginning (totals stay exact if the log still holds it all)"
+                        );
+                    }
+                }
                 match self.restore(topic, partition, loaded) {
                     Ok(task) => {
                         let next = task.engine.next_position();
@@ -205,24 +231,37 @@ impl Member {
         shared.rebalanced(self.index, Some(partitions.len()));
     }
 
-    /// The metadata committed with each of `tpl`'s offsets, if the store
-    /// uses it (a failure only makes the store read more).
-    fn committed_metadata(
+    /// The group's committed offset and its metadata for each of `tpl`'s
+    /// partitions that has one. The store may read its chain from the
+    /// metadata; a committed partition without checkpoints is state lost.
+    /// A failure only makes the store read more and the check stay quiet.
+    fn committed(
         &self,
         consumer: &BaseConsumer<Self>,
         tpl: &TopicPartitionList,
-    ) -> HashMap<(String, i32), String> {
+    ) -> HashMap<(String, i32), (i64, String)> {
         let mut out = HashMap::new();
-        if tpl.count() == 0 || !self.shared.store.reads_commit_metadata() {
+        // A member given partitions as it leaves only hands them on: the
+        // group's answer may never come while it is leaving.
+        if tpl.count() == 0 || self.shared.lifecycle.is_cancelled() {
             return out;
         }
-        match consumer.committed_offsets(tpl.clone(), self.shared.config.connect_timeout) {
+        // The changelog store reads less with the metadata; the directory
+        // store only warns with it, so it waits less.
+        let timeout = if self.shared.store.reads_commit_metadata() {
+            self.shared.config.connect_timeout
+        } else {
+            self.shared.config.connect_timeout.min(COMMITTED_WAIT)
+        };
+        match consumer.committed_offsets(tpl.clone(), timeout) {
             Ok(committed) => {
                 for element in committed.elements() {
-                    out.insert(
-                        (element.topic().to_string(), element.partition()),
-                        element.metadata().to_string(),
-                    );
+                    if let Offset::Offset(offset) = element.offset() {
+                        out.insert(
+                            (element.topic().to_string(), element.partition()),
+                            (offset, element.metadata().to_string()),
+                        );
+                    }
                 }
             }
             Err(error) => {
@@ -551,6 +590,62 @@ impl Member {
         }
     }
 
+    /// After a stall: whether the group still counts this member, asked by
+    /// committing the durable offsets synchronously (a member the group has
+    /// dropped or moved past is refused). With nothing durable to commit
+    /// there is nothing to ask with, and the member goes on.
+    fn still_a_member(&self, consumer: &BaseConsumer<Self>) -> bool {
+        let mut offsets = TopicPartitionList::new();
+        for task in self.tasks.lock().values() {
+            if task.checkpointed_next >= 0 {
+                let _ = offsets.add_partition_offset(
+                    &task.topic,
+                    task.partition,
+                    Offset::Offset(task.checkpointed_next),
+                );
+            }
+        }
+        if offsets.count() == 0 {
+            return true;
+        }
+        match consumer.commit(&offsets, CommitMode::Sync) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(member = %self.name, %error, "this member stalled past the group's patience and the group refuses its commit: dropping its partitions uncounted since their last checkpoint (their new owners resume from it) and rejoining");
+                false
+            }
+        }
+    }
+
+    /// Lets go of every partition without a checkpoint, as lost, and joins
+    /// the group again, so that whatever it is given is restored afresh.
+    fn rejoin(&self, consumer: &BaseConsumer<Self>) {
+        let lost: Vec<Task> = {
+            let mut tasks = self.tasks.lock();
+            self.durable.wait();
+            self.settle(tasks.values_mut());
+            tasks.drain().map(|(_, task)| task).collect()
+        };
+        for task in lost {
+            self.durable.forget(&task.topic, task.partition);
+            self.shared.forget_lag(&task.topic, task.partition);
+            let Task {
+                mut engine,
+                handoff,
+                ..
+            } = task;
+            handoff.close(&mut engine, false);
+        }
+        self.shared.rebalanced(self.index, None);
+        consumer.unsubscribe();
+        if let Err(source) = consumer.subscribe(&[&self.shared.config.input_topic]) {
+            self.shared.fail(KafkaError::Client {
+                what: "subscribing again after a stall",
+                source,
+            });
+        }
+    }
+
     /// Hands a delta of every owned partition that has one due (a quiet
     /// partition still gets its last records published).
     fn offer_all(&self) {
@@ -579,7 +674,7 @@ fn consumer_config(config: &KafkaConfig, client_id: &str, index: usize) -> rdkaf
         // this long (default 1 s): measured, it starved members into 1 s
         // stalls and halved throughput.
         .set("fetch.queue.backoff.ms", "10")
-        .set("session.timeout.ms", "10000")
+        .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
         .set("heartbeat.interval.ms", "1000")
         .set("queued.max.messages.kbytes", "32768");
     if let Some(id) = &config.group_instance_id {
@@ -608,6 +703,7 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
         tasks: Mutex::new(HashMap::new()),
         durable,
         assignments: AtomicU64::new(0),
+        rebalanced_at: Mutex::new(Instant::now()),
     };
     let consumer: BaseConsumer<Member> = consumer_config(&shared.config, &name, index)
         .create_with_context(context)
@@ -633,6 +729,8 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
     let mut assignments_seen = 0;
     let mut last_warning: Option<Instant> = None;
     let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(MAX_BATCH);
+    let stall = stall_after(&shared.config);
+    let mut last_turn = Instant::now();
     while !shared.lifecycle.is_cancelled() {
         let mut wait = Duration::from_millis(50);
         while batch.len() < MAX_BATCH {
@@ -650,6 +748,15 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
             }
             wait = Duration::ZERO;
         }
+        let since = last_turn.max(*member.rebalanced_at.lock());
+        if since.elapsed() >= stall && !member.still_a_member(&consumer) {
+            // Frozen long enough for the group to give its partitions away
+            // (a stopped process, a swapped-out machine): what it fetched
+            // before is another owner's to count and announce.
+            batch.clear();
+            member.rejoin(&consumer);
+        }
+        last_turn = Instant::now();
         if batch.is_empty() {
             member.offer_all();
         } else {
@@ -713,6 +820,18 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
     shared.drained_wait_for_others();
     consumer.unsubscribe();
     Ok(())
+}
+
+/// How long a member's loop may go without a turn before it asks whether
+/// the group still counts it: half the session timeout, after which the
+/// coordinator may have given its partitions to others.
+fn stall_after(config: &KafkaConfig) -> Duration {
+    let session_ms = config
+        .consumer
+        .get("session.timeout.ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .unwrap_or(SESSION_TIMEOUT_MS);
+    Duration::from_millis(session_ms / 2)
 }
 
 /// The low and high watermarks of a partition as the client last saw them
