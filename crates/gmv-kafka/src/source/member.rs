@@ -540,6 +540,18 @@ impl Member {
         for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
             all.add_partition(topic, partition.id());
         }
+        // A member killed while holding partitions still holds them until
+        // the group expires it: their committed offsets may be at the end
+        // while nobody here has counted them.
+        if !self
+            .shared
+            .group_settled(all.count(), session_timeout(&self.shared.config))
+        {
+            tracing::debug!(
+                "waiting a session timeout after the last rebalance for members that may have died"
+            );
+            return false;
+        }
         let committed = match consumer.committed_offsets(all, timeout) {
             Ok(committed) => committed,
             Err(error) => {
@@ -826,12 +838,17 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
 /// the group still counts it: half the session timeout, after which the
 /// coordinator may have given its partitions to others.
 fn stall_after(config: &KafkaConfig) -> Duration {
+    session_timeout(config) / 2
+}
+
+/// The group's session timeout for this process's members.
+fn session_timeout(config: &KafkaConfig) -> Duration {
     let session_ms = config
         .consumer
         .get("session.timeout.ms")
         .and_then(|ms| ms.parse::<u64>().ok())
         .unwrap_or(SESSION_TIMEOUT_MS);
-    Duration::from_millis(session_ms / 2)
+    Duration::from_millis(session_ms)
 }
 
 /// The low and high watermarks of a partition as the client last saw them

@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     lag: parking_lot::Mutex<BTreeMap<(String, i32), i64>>,
     /// Members that have made their final checkpoint and commit.
     drained: AtomicUsize,
+    /// When any member's assignment last changed.
+    last_rebalance: parking_lot::Mutex<Instant>,
 }
 
 impl Shared {
@@ -78,6 +80,7 @@ impl Shared {
     /// partitions, restored (`None`: none until its next assignment). The
     /// process is ready once every member holds an assignment.
     pub(crate) fn rebalanced(&self, member: usize, owned: Option<usize>) {
+        *self.last_rebalance.lock() = Instant::now();
         self.assigned[member].store(owned.is_some(), Ordering::SeqCst);
         let ready = self.assigned.iter().all(|a| a.load(Ordering::SeqCst));
         self.state.set_status(|s| {
@@ -85,6 +88,14 @@ impl Shared {
             s.ready = ready;
         });
         self.owned_changed();
+    }
+
+    /// Whether this process may take the group's committed offsets as the
+    /// whole story: it owns every one of the topic's `partitions`, or the
+    /// group has been settled for a session timeout, so a member that died
+    /// holding partitions has been expired and its partitions handed on.
+    pub(crate) fn group_settled(&self, partitions: usize, session: Duration) -> bool {
+        self.lag.lock().len() >= partitions || self.last_rebalance.lock().elapsed() >= session
     }
 
     /// Whether member `member` holds an assignment.
@@ -285,6 +296,7 @@ impl Source for KafkaSource {
             state: state.clone(),
             dedup_share: self.dedup_share,
             drained: AtomicUsize::new(0),
+            last_rebalance: parking_lot::Mutex::new(Instant::now()),
         });
         let mut handles = Vec::new();
         for index in 0..shared.idle.len() {
