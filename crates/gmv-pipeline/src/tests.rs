@@ -288,4 +288,3 @@ fn a_burst_on_a_pipe_then_silence_is_all_counted_live() {
         "the burst took {seen_after:?} to show (interval {interval:?}, linger {linger:?})"
     );
 }
-
