@@ -205,9 +205,9 @@ def reader():
             if not line: continue
             log.write(f"{now:9.3f} {line}\n")
             # A log line may follow the progress line on the same line.
-            m = re.match(r"(\d+) records\s+[\d.]+M/s.*?rejected \d+\s*", line)
+            m = re.match(r"([\d,]+) records\s+[\d.]+M/s.*?rejected [\d,]+\s*", line)
             if m:
-                events["progress"].append((now, int(m.group(1))))
+                events["progress"].append((now, int(m.group(1).replace(",", ""))))
                 line = line[m.end():]
             if " consuming " in line:
                 m = re.search(r"members=(\d+)", line)

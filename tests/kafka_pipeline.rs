@@ -253,6 +253,12 @@ deltas_per_base = 5
             .output()
             .expect("gmv run runs");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        // GMV_TEST_LOGS=DIR keeps the log, for a later failure's post-mortem.
+        if let Some(dir) = std::env::var_os("GMV_TEST_LOGS") {
+            let path =
+                Path::new(&dir).join(format!("{}-to-end-{}.log", self.tag, std::process::id()));
+            let _ = std::fs::write(path, &stderr);
+        }
         assert!(out.status.success(), "{stderr}");
         let report = serde_json::from_slice(&std::fs::read(&report).expect("report written"))
             .expect("report is JSON");
@@ -424,6 +430,18 @@ deltas_per_base = 5
         if !at_least_once {
             assert_eq!(letters.len() as u64, rejected);
         }
+    }
+
+    /// The global view covers every partition, its figures are `want`'s and
+    /// the alerts topic holds each crossing once.
+    fn check_global_view(&self, want: &Reference) {
+        let view = self.global_view();
+        let partitions = view["accounting"]["partitions"]
+            .as_array()
+            .expect("partitions");
+        assert_eq!(partitions.len(), PARTITIONS as usize, "{partitions:?}");
+        check_figures(&view, want, &self.thresholds);
+        self.check_alerts_topic(&view, want);
     }
 
     /// `gmv serve --from-kafka --once`: the global view from the snapshots topic.
@@ -913,24 +931,25 @@ fn rebalance_after_one_of_three_processes_dies_keeps_the_global_view_exact() {
         .expect("assigned");
     std::thread::sleep(Duration::from_millis(300));
     kill(victim);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    for (mut child, _) in processes {
+    let mut survivors: Vec<Child> = processes.into_iter().map(|(child, _)| child).collect();
+    all_succeed(&mut survivors, Duration::from_secs(180));
+    setup.check_global_view(&want);
+}
+
+/// Waits for every one of `children` to exit, each successfully, within
+/// `limit` in all.
+fn all_succeed(children: &mut [Child], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    for child in children {
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
-                assert!(status.success());
+                assert!(status.success(), "{status}");
                 break;
             }
-            assert!(Instant::now() < deadline, "survivors did not finish");
+            assert!(Instant::now() < deadline, "the processes did not finish");
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    let view = setup.global_view();
-    let partitions = view["accounting"]["partitions"]
-        .as_array()
-        .expect("partitions");
-    assert_eq!(partitions.len(), PARTITIONS as usize, "{partitions:?}");
-    check_figures(&view, &want, &setup.thresholds);
-    setup.check_alerts_topic(&view, &want);
 }
 
 /// The partitions a log line names: `partitions=[0, 1]`, or
@@ -1308,11 +1327,11 @@ fn a_member_frozen_past_its_session_announces_nothing_when_it_thaws() {
         "/dev/null",
         "--allow-partial",
     ];
-    let (mut zombie, zombie_assigned) = setup.spawn_run(&args);
+    let (zombie, zombie_assigned) = setup.spawn_run(&args);
     zombie_assigned
         .recv_timeout(Duration::from_secs(40))
         .expect("first member assigned");
-    let (mut survivor, survivor_assigned) = setup.spawn_run(&args);
+    let (survivor, survivor_assigned) = setup.spawn_run(&args);
     survivor_assigned
         .recv_timeout(Duration::from_secs(40))
         .expect("second member assigned");
@@ -1323,29 +1342,13 @@ fn a_member_frozen_past_its_session_announces_nothing_when_it_thaws() {
     // restore them from the last checkpoints and count on.
     signal(&zombie, "-STOP");
     std::thread::sleep(Duration::from_secs(7));
-    let (mut newcomer, newcomer_assigned) = setup.spawn_run(&args);
+    let (newcomer, newcomer_assigned) = setup.spawn_run(&args);
     let taken_over = newcomer_assigned.recv_timeout(Duration::from_secs(40));
     std::thread::sleep(Duration::from_secs(2));
     signal(&zombie, "-CONT");
     taken_over.expect("the newcomer was given partitions while the first member was frozen");
     assert!(producer.wait().expect("producer").success());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for child in [&mut zombie, &mut survivor, &mut newcomer] {
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                assert!(status.success(), "{status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "the members did not finish");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-    let view = setup.global_view();
-    let partitions = view["accounting"]["partitions"]
-        .as_array()
-        .expect("partitions");
-    assert_eq!(partitions.len(), PARTITIONS as usize, "{partitions:?}");
-    check_figures(&view, &want, &setup.thresholds);
+    all_succeed(&mut [zombie, survivor, newcomer], Duration::from_secs(120));
     // Every crossing once: none from the frozen member's stale records.
-    setup.check_alerts_topic(&view, &want);
+    setup.check_global_view(&want);
 }

@@ -273,8 +273,8 @@ impl Run {
                 let inbox = &mut self.inboxes[index];
                 inbox.closed = true;
                 if !keep {
-                    let key = inbox.key.clone();
-                    self.view.remove(&key);
+                    let (key, member) = (inbox.key.clone(), inbox.member.clone());
+                    self.view.remove(&key, &member);
                 }
             }
         }

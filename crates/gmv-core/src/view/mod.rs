@@ -444,8 +444,18 @@ impl LiveView {
         self.partitions.get(key).map(|(_, v)| v.progress())
     }
 
-    /// Forgets a partition (it moved to another process).
-    pub fn remove(&mut self, key: &PartitionKey) {
+    /// Forgets a partition that `member` let go of (it moved elsewhere),
+    /// unless another member has reported it since: within one process a
+    /// partition can reach its next member before its last one has closed,
+    /// and the newcomer's figures must stay.
+    pub fn remove(&mut self, key: &PartitionKey, member: &str) {
+        if self
+            .partitions
+            .get(key)
+            .is_some_and(|(_, view)| view.member != member)
+        {
+            return;
+        }
         if let Some((slot, view)) = self.partitions.remove(key) {
             self.index.remove_slot(slot);
             for h in 0..view.hours.len() {

@@ -118,7 +118,13 @@ fn the_live_snapshot_sums_partitions_and_finds_the_global_peak() {
     );
     assert_eq!(s.figures.top_merchants[0].merchant_id, "m2");
     assert_eq!(s.recent_minutes.len(), 1);
-    view.remove(&PartitionKey::split(1));
+    // A member that no longer reports the partition cannot take it away.
+    view.remove(&PartitionKey::split(1), "someone else");
+    assert_eq!(
+        view.snapshot(2, 500, LatencyMs::default()).figures.gmv_cny,
+        "8.00"
+    );
+    view.remove(&PartitionKey::split(1), "t");
     let s = view.snapshot(2, 500, LatencyMs::default());
     assert_eq!(s.figures.gmv_cny, "3.00");
     assert_eq!(s.figures.peak_tps, 2);

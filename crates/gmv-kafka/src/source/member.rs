@@ -130,17 +130,7 @@ impl Member {
             self.settle(stale.iter_mut().chain(tasks.values_mut()));
         }
         drop(tasks);
-        if !stale.is_empty() {
-            for task in stale {
-                self.durable.forget(&task.topic, task.partition);
-                let Task {
-                    mut engine,
-                    handoff,
-                    ..
-                } = task;
-                handoff.close(&mut engine, false);
-            }
-        }
+        self.let_go(stale);
         let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for (topic, partition) in &partitions {
             by_topic.entry(topic).or_default().push(*partition);
@@ -286,16 +276,7 @@ impl Member {
             self.checkpoint_now(consumer, &mut revoked, &mut tasks);
         }
         drop(tasks);
-        for task in revoked {
-            self.durable.forget(&task.topic, task.partition);
-            self.shared.forget_lag(&task.topic, task.partition);
-            let Task {
-                mut engine,
-                handoff,
-                ..
-            } = task;
-            handoff.close(&mut engine, false);
-        }
+        self.let_go(revoked);
         let unassigned = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
             _ => consumer.unassign(),
@@ -316,6 +297,22 @@ impl Member {
             .then_some(kept);
         self.assignments.fetch_add(1, Ordering::SeqCst);
         self.shared.rebalanced(self.index, remaining);
+    }
+
+    /// Partitions this member no longer holds: their writer forgets them
+    /// (what it has written stays for the next owner) and the view drops
+    /// them.
+    fn let_go(&self, tasks: Vec<Task>) {
+        for task in tasks {
+            self.durable.forget(&task.topic, task.partition);
+            self.shared.forget_lag(&task.topic, task.partition);
+            let Task {
+                mut engine,
+                handoff,
+                ..
+            } = task;
+            handoff.close(&mut engine, false);
+        }
     }
 
     /// The task of a newly assigned partition, from its loaded chain.
@@ -638,16 +635,7 @@ impl Member {
             self.settle(tasks.values_mut());
             tasks.drain().map(|(_, task)| task).collect()
         };
-        for task in lost {
-            self.durable.forget(&task.topic, task.partition);
-            self.shared.forget_lag(&task.topic, task.partition);
-            let Task {
-                mut engine,
-                handoff,
-                ..
-            } = task;
-            handoff.close(&mut engine, false);
-        }
+        self.let_go(lost);
         self.shared.rebalanced(self.index, None);
         consumer.unsubscribe();
         if let Err(source) = consumer.subscribe(&[&self.shared.config.input_topic]) {
