@@ -268,26 +268,10 @@ deltas_per_base = 5
     /// Starts `gmv run --kafka` with stderr watched; returns the child and a
     /// receiver that gets a message once partitions are assigned.
     fn spawn_run(&self, extra: &[&str]) -> (Child, mpsc::Receiver<()>) {
-        let mut child = self
-            .gmv()
-            .args(["run", "--kafka", &self.brokers, "--progress", "never"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("gmv run starts");
-        let stderr = child.stderr.take().expect("piped stderr");
+        let (child, lines) = self.spawn_watched(extra);
         let (tx, rx) = mpsc::channel();
-        // GMV_TEST_LOGS=DIR keeps each run's log there, for a failure's post-mortem.
-        let mut keep = std::env::var_os("GMV_TEST_LOGS").and_then(|dir| {
-            let path = std::path::Path::new(&dir).join(format!("{}-{}.log", self.tag, child.id()));
-            std::fs::File::create(path).ok()
-        });
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(file) = keep.as_mut() {
-                    let _ = writeln!(file, "{line}");
-                }
+            for (_, line) in lines {
                 if line.contains("assigned") && !line.contains("partitions=[]") {
                     let _ = tx.send(());
                 }
@@ -297,7 +281,8 @@ deltas_per_base = 5
     }
 
     /// Starts `gmv run --kafka` and forwards every line of its log, as it
-    /// comes, with when it came.
+    /// comes, with when it came. GMV_TEST_LOGS=DIR keeps each run's log
+    /// there, for a failure's post-mortem.
     fn spawn_watched(&self, extra: &[&str]) -> (Child, mpsc::Receiver<(Instant, String)>) {
         let mut child = self
             .gmv()
@@ -308,9 +293,16 @@ deltas_per_base = 5
             .spawn()
             .expect("gmv run starts");
         let stderr = child.stderr.take().expect("piped stderr");
+        let mut keep = std::env::var_os("GMV_TEST_LOGS").and_then(|dir| {
+            let path = Path::new(&dir).join(format!("{}-{}.log", self.tag, child.id()));
+            std::fs::File::create(path).ok()
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(file) = keep.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
                 let _ = tx.send((Instant::now(), line));
             }
         });

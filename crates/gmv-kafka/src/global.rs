@@ -24,7 +24,7 @@ use gmv_core::Settings;
 use gmv_pipeline::{AlertOrder, Board, Handoff, Lifecycle, Source, StopCause, TaskError};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{BorrowedMessage, Message};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,6 +38,10 @@ struct WirePartition {
     hours: BTreeMap<u32, Box<Hour>>,
     changed_hours: BTreeSet<u32>,
     merchants: Vec<MerchantFigures>,
+    /// Each merchant's most transactions heard of: a merchant's figures
+    /// only grow along the log, so fewer are an older owner's late word
+    /// (a member replaying from a checkpoint, or one that was frozen).
+    transactions: HashMap<String, u64>,
     dirty: bool,
     /// A delta the publisher has not taken yet.
     pending: Option<Delta>,
@@ -124,6 +128,7 @@ impl Reader {
                 hours: BTreeMap::new(),
                 changed_hours: BTreeSet::new(),
                 merchants: Vec::new(),
+                transactions: HashMap::new(),
                 dirty: false,
                 pending: None,
             })
@@ -198,8 +203,10 @@ impl Reader {
                         merchant_id: m.merchant_id,
                     };
                     let wire = self.partition(&m.topic, m.partition);
-                    wire.merchants.push(figures);
-                    wire.dirty = true;
+                    if wire.newest(&figures) {
+                        wire.merchants.push(figures);
+                        wire.dirty = true;
+                    }
                 }
             }
             _ => {}
@@ -249,6 +256,20 @@ impl Reader {
 }
 
 impl WirePartition {
+    /// Whether `figures` are as new as any heard of for their merchant
+    /// (and remembers them if so).
+    fn newest(&mut self, figures: &MerchantFigures) -> bool {
+        let most = self
+            .transactions
+            .entry(figures.merchant_id.clone())
+            .or_insert(0);
+        if figures.transactions < *most {
+            return false;
+        }
+        *most = figures.transactions;
+        true
+    }
+
     /// The partition as a delta: totals and counters whole, the hours and
     /// merchants heard of since the last one.
     fn delta(&mut self, settings: &Settings) -> Delta {
@@ -258,6 +279,7 @@ impl WirePartition {
             threshold_merchants: vec![0; settings.thresholds.len()],
             ..Delta::default()
         };
+        let mut tops = Vec::new();
         if let Some(p) = &self.snapshot {
             let f = &p.snapshot.figures;
             delta.totals = Totals {
@@ -288,14 +310,17 @@ impl WirePartition {
                 delta.first_position = a.first_offset;
                 delta.next_position = a.next_offset;
             }
-            delta
-                .merchants
-                .extend(f.top_merchants.iter().map(|t| MerchantFigures {
-                    merchant_id: t.merchant_id.clone(),
-                    gmv: fen(&t.gmv_cny),
-                    mobile_gmv: t.mobile_gmv_cny.as_deref().map_or(0, fen),
-                    transactions: t.transactions,
-                }));
+            tops.extend(f.top_merchants.iter().map(|t| MerchantFigures {
+                merchant_id: t.merchant_id.clone(),
+                gmv: fen(&t.gmv_cny),
+                mobile_gmv: t.mobile_gmv_cny.as_deref().map_or(0, fen),
+                transactions: t.transactions,
+            }));
+        }
+        for top in tops {
+            if self.newest(&top) {
+                delta.merchants.push(top);
+            }
         }
         delta.merchants.append(&mut self.merchants);
         delta.hours = std::mem::take(&mut self.changed_hours)
