@@ -278,7 +278,8 @@ impl Settings {
             })
             .ok();
 
-        let most_ids = machine_memory_bytes().map_or(MAX_IDS, |bytes| {
+        let memory = machine_memory_bytes();
+        let most_ids = memory.map_or(MAX_IDS, |bytes| {
             usize::try_from(bytes / WORST_BYTES_PER_ID)
                 .unwrap_or(usize::MAX)
                 .clamp(1024, MAX_IDS)
@@ -288,7 +289,7 @@ impl Settings {
                 "dedup.max_ids",
                 format!(
                     "allowed: 1024 to {most_ids} (an id may take up to {WORST_BYTES_PER_ID} bytes, the Kafka checkpoint writer's copy included, and this machine has {} GiB)",
-                    machine_memory_bytes().map_or(0, |b| b >> 30)
+                    memory.map_or(0, |b| b >> 30)
                 ),
             ));
         }

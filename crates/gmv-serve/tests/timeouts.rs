@@ -99,6 +99,29 @@ async fn trickle(
     sent
 }
 
+/// Trickles a request head on `socket` a byte every 100 ms and checks the
+/// server (header-read timeout 300 ms) closes it in time; returns the bytes
+/// sent.
+async fn slowloris_is_cut_at_300ms(socket: TcpStream, what: &str) -> usize {
+    let (mut reader, writer) = socket.into_split();
+    let started = Instant::now();
+    let trickler = tokio::spawn(trickle(
+        writer,
+        b"GET /healthz HTTP/1.1\r\nHost: slow\r\nX-Slow: ",
+        ms(100),
+    ));
+    let closed = closed_at(&mut reader, PATIENCE)
+        .await
+        .unwrap_or_else(|| panic!("the server closes a {what}"));
+    assert_between(
+        &format!("{what} closed after"),
+        closed - started,
+        ms(250),
+        ms(300) + MARGIN,
+    );
+    trickler.await.unwrap()
+}
+
 fn assert_between(what: &str, took: Duration, low: Duration, high: Duration) {
     println!("{what}: {took:?}");
     assert!(
@@ -128,23 +151,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout
 async fn a_slowloris_trickling_its_headers_is_closed_after_the_header_read_timeout() {
     let server = TestServer::start_with(config(ms(300), Duration::from_secs(60))).await;
     let socket = TcpStream::connect(server.addr).await.unwrap();
-    let connected = Instant::now();
-    let (mut reader, writer) = socket.into_split();
-    let trickler = tokio::spawn(trickle(
-        writer,
-        b"GET /healthz HTTP/1.1\r\nHost: slow\r\nX-Slow: ",
-        ms(100),
-    ));
-    let closed = closed_at(&mut reader, PATIENCE)
-        .await
-        .expect("the server closes a slowloris");
-    assert_between(
-        "slowloris closed after",
-        closed - connected,
-        ms(250),
-        ms(300) + MARGIN,
-    );
-    let sent = trickler.await.unwrap();
+    let sent = slowloris_is_cut_at_300ms(socket, "slowloris").await;
     assert!(sent >= 3, "it was trickling ({sent} bytes)");
     assert!(sent < 20, "and stopped when closed ({sent} bytes)");
     server.stop().await;
@@ -155,23 +162,7 @@ async fn a_slowloris_on_a_keep_alive_connection_is_cut_by_the_header_timeout_not
     let server = TestServer::start_with(config(ms(300), Duration::from_secs(30))).await;
     let mut socket = TcpStream::connect(server.addr).await.unwrap();
     assert!(get(&mut socket, "/healthz").await.ends_with("ok\n"));
-    let (mut reader, writer) = socket.into_split();
-    let started = Instant::now();
-    let trickler = tokio::spawn(trickle(
-        writer,
-        b"GET /healthz HTTP/1.1\r\nHost: slow\r\nX-Slow: ",
-        ms(100),
-    ));
-    let closed = closed_at(&mut reader, PATIENCE)
-        .await
-        .expect("the server closes a slowloris after a good request");
-    assert_between(
-        "keep-alive slowloris closed after",
-        closed - started,
-        ms(250),
-        ms(300) + MARGIN,
-    );
-    trickler.await.unwrap();
+    slowloris_is_cut_at_300ms(socket, "keep-alive slowloris").await;
     server.stop().await;
 }
 

@@ -431,27 +431,7 @@ impl Member {
         tasks: impl Iterator<Item = &'t Task>,
         mode: CommitMode,
     ) {
-        let mut offsets = TopicPartitionList::new();
-        for task in tasks {
-            if task.checkpointed_next < 0 {
-                continue;
-            }
-            let _ = offsets.add_partition_offset(
-                &task.topic,
-                task.partition,
-                Offset::Offset(task.checkpointed_next),
-            );
-            // Where the next owner starts reading the chain.
-            if let Some(metadata) = self
-                .shared
-                .store
-                .commit_metadata(&task.topic, task.partition)
-            {
-                if let Some(mut element) = offsets.find_partition(&task.topic, task.partition) {
-                    element.set_metadata(metadata);
-                }
-            }
-        }
+        let offsets = self.durable_offsets(tasks);
         if offsets.count() == 0 {
             return;
         }
@@ -466,6 +446,29 @@ impl Member {
                 tracing::warn!(%error, "committing checkpointed offsets (the checkpoints stand; offsets are advisory)")
             }
         }
+    }
+
+    /// The durable offset of each of `tasks` that has one, with the store's
+    /// metadata (where the next owner starts reading the chain).
+    fn durable_offsets<'t>(&self, tasks: impl Iterator<Item = &'t Task>) -> TopicPartitionList {
+        let mut offsets = TopicPartitionList::new();
+        for task in tasks.filter(|t| t.checkpointed_next >= 0) {
+            let _ = offsets.add_partition_offset(
+                &task.topic,
+                task.partition,
+                Offset::Offset(task.checkpointed_next),
+            );
+            if let Some(metadata) = self
+                .shared
+                .store
+                .commit_metadata(&task.topic, task.partition)
+            {
+                if let Some(mut element) = offsets.find_partition(&task.topic, task.partition) {
+                    element.set_metadata(metadata);
+                }
+            }
+        }
+        offsets
     }
 
     /// Makes everything `leaving` processed durable and commits it, waiting
@@ -604,16 +607,7 @@ impl Member {
     /// dropped or moved past is refused). With nothing durable to commit
     /// there is nothing to ask with, and the member goes on.
     fn still_a_member(&self, consumer: &BaseConsumer<Self>) -> bool {
-        let mut offsets = TopicPartitionList::new();
-        for task in self.tasks.lock().values() {
-            if task.checkpointed_next >= 0 {
-                let _ = offsets.add_partition_offset(
-                    &task.topic,
-                    task.partition,
-                    Offset::Offset(task.checkpointed_next),
-                );
-            }
-        }
+        let offsets = self.durable_offsets(self.tasks.lock().values());
         if offsets.count() == 0 {
             return true;
         }

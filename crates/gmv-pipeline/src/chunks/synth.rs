@@ -177,6 +177,19 @@ impl State {
 mod tests {
     use super::*;
 
+    /// Reads `source` to its end, checking chunk indices run in order;
+    /// returns the chunks and lines read.
+    fn drain(source: &SynthChunks) -> (u64, usize) {
+        let pool = Arc::new(BufferPool::default());
+        let (mut chunks, mut lines) = (0, 0);
+        while let Some(chunk) = source.next_chunk(&pool).unwrap() {
+            assert_eq!(chunk.index, chunks);
+            chunks += 1;
+            lines += memchr::memchr_iter(b'\n', &chunk.bytes.bytes).count();
+        }
+        (chunks, lines)
+    }
+
     #[test]
     fn yields_exactly_the_configured_count() {
         let config = SynthConfig {
@@ -184,14 +197,7 @@ mod tests {
             ..SynthConfig::default()
         };
         let source = SynthChunks::new(config, None, 64 << 10, CancellationToken::new());
-        let pool = Arc::new(BufferPool::default());
-        let mut lines = 0;
-        let mut chunks = 0;
-        while let Some(chunk) = source.next_chunk(&pool).unwrap() {
-            assert_eq!(chunk.index, chunks);
-            chunks += 1;
-            lines += memchr::memchr_iter(b'\n', &chunk.bytes.bytes).count();
-        }
+        let (chunks, lines) = drain(&source);
         assert_eq!(lines, 10_000);
         assert!(chunks > 1);
     }
@@ -223,15 +229,8 @@ mod tests {
         ]);
         let config = SynthConfig::default().scheduled(schedule);
         let source = SynthChunks::replayed(config, replay, 64 << 10, CancellationToken::new());
-        let pool = Arc::new(BufferPool::default());
         let started = Instant::now();
-        let mut lines = 0;
-        let mut chunks = 0;
-        while let Some(chunk) = source.next_chunk(&pool).unwrap() {
-            assert_eq!(chunk.index, chunks);
-            chunks += 1;
-            lines += memchr::memchr_iter(b'\n', &chunk.bytes.bytes).count();
-        }
+        let (chunks, lines) = drain(&source);
         let took = started.elapsed();
         assert_eq!(lines, 6_000);
         // ~10 ms of records a chunk while the clock runs at 1x.
