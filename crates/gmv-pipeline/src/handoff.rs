@@ -13,6 +13,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
 use gmv_core::latency::StartRuns;
 use gmv_core::partition::{Delta, Partition};
 use gmv_core::view::PartitionKey;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,9 @@ pub struct Handed {
 pub(crate) struct Registration {
     pub(crate) key: PartitionKey,
     pub(crate) member: Arc<str>,
+    /// Registrations in the order they were made: a partition registered
+    /// again (it moved to another member) has a later one.
+    pub(crate) generation: u64,
     pub(crate) messages: Receiver<Message>,
 }
 
@@ -57,6 +61,7 @@ pub struct Board {
     registrations: Sender<Registration>,
     cadence: Duration,
     doorbell: Sender<()>,
+    generations: Arc<AtomicU64>,
 }
 
 impl Board {
@@ -71,6 +76,7 @@ impl Board {
                 registrations,
                 cadence,
                 doorbell,
+                generations: Arc::new(AtomicU64::new(1)),
             },
             incoming,
             rings,
@@ -86,6 +92,7 @@ impl Board {
         let _ = self.registrations.send(Registration {
             key: key.clone(),
             member: member.into(),
+            generation: self.generations.fetch_add(1, Ordering::SeqCst),
             messages,
         });
         Handoff {
@@ -213,6 +220,7 @@ impl Handoff {
 pub(crate) struct Inbox {
     pub(crate) key: PartitionKey,
     pub(crate) member: Arc<str>,
+    pub(crate) generation: u64,
     messages: Receiver<Message>,
     pub(crate) closed: bool,
 }
@@ -222,6 +230,7 @@ impl Inbox {
         Self {
             key: registration.key,
             member: registration.member,
+            generation: registration.generation,
             messages: registration.messages,
             closed: false,
         }

@@ -248,7 +248,15 @@ impl Run {
         let inbox = &mut self.inboxes[index];
         match message {
             Message::Update(mut handed) => {
-                let applied = self.view.apply(&inbox.key, &inbox.member, &handed.delta);
+                let applied = self.view.apply_from(
+                    &inbox.key,
+                    &inbox.member,
+                    inbox.generation,
+                    &handed.delta,
+                );
+                if applied.stale {
+                    return;
+                }
                 self.view.advance(&inbox.key, handed.progress);
                 if !applied.moved_merchants.is_empty() {
                     tracing::warn!(
@@ -273,8 +281,8 @@ impl Run {
                 let inbox = &mut self.inboxes[index];
                 inbox.closed = true;
                 if !keep {
-                    let (key, member) = (inbox.key.clone(), inbox.member.clone());
-                    self.view.remove(&key, &member);
+                    let (key, generation) = (inbox.key.clone(), inbox.generation);
+                    self.view.remove_from(&key, generation);
                 }
             }
         }

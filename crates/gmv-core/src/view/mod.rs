@@ -188,6 +188,9 @@ pub struct PartitionView {
     key: PartitionKey,
     /// Who owns it (`host/pid/thread` for Kafka members).
     pub member: String,
+    /// Which hand-over of the partition the view holds: a partition
+    /// restored again (moved to another member) starts a later one.
+    generation: u64,
     totals: Totals,
     threshold_merchants: Vec<u64>,
     consumed: u64,
@@ -214,6 +217,7 @@ impl PartitionView {
         Self {
             key,
             member: member.to_owned(),
+            generation: 0,
             totals: Totals::default(),
             threshold_merchants: vec![0; settings.thresholds.len()],
             consumed: 0,
@@ -364,6 +368,9 @@ pub struct Applied {
     /// Merchants last seen in another partition (a producer keying by
     /// something other than `merchant_id`).
     pub moved_merchants: Vec<String>,
+    /// The delta came from an earlier hand-over of its partition than the
+    /// view holds, and was set aside.
+    pub stale: bool,
 }
 
 /// Every partition a process owns, merged (see the module docs).
@@ -403,10 +410,39 @@ impl LiveView {
 
     /// Takes a delta of partition `key` (owned by `member`).
     pub fn apply(&mut self, key: &PartitionKey, member: &str, delta: &Delta) -> Applied {
+        self.apply_from(key, member, 0, delta)
+    }
+
+    /// Takes a delta of partition `key` from hand-over `generation` (see
+    /// `Board::register`). Within a process a partition can move from one
+    /// member to another while the last deltas of the first are still on
+    /// their way: a delta of an earlier hand-over than the view holds is set
+    /// aside, and a later one replaces the partition whole (the first delta
+    /// of a hand-over carries the partition's whole state). Merchants and
+    /// hours only arrive when they change, so mixing two hand-overs would
+    /// drop what only the replaced one had sent.
+    pub fn apply_from(
+        &mut self,
+        key: &PartitionKey,
+        member: &str,
+        generation: u64,
+        delta: &Delta,
+    ) -> Applied {
+        match self.partitions.get(key).map(|(_, view)| view.generation) {
+            Some(held) if generation < held => {
+                return Applied {
+                    stale: true,
+                    ..Applied::default()
+                }
+            }
+            Some(held) if generation > held => self.forget(key),
+            _ => {}
+        }
         if !self.partitions.contains_key(key) {
             let slot = self.next_slot;
             self.next_slot += 1;
-            let view = PartitionView::new(&self.settings, key.clone(), member);
+            let mut view = PartitionView::new(&self.settings, key.clone(), member);
+            view.generation = generation;
             self.partitions.insert(key.clone(), (slot, view));
         }
         let Some((slot, view)) = self.partitions.get_mut(key) else {
@@ -456,6 +492,23 @@ impl LiveView {
         {
             return;
         }
+        self.forget(key);
+    }
+
+    /// Forgets a partition whose hand-over `generation` ended (it moved
+    /// elsewhere), unless a later hand-over of it has reported since.
+    pub fn remove_from(&mut self, key: &PartitionKey, generation: u64) {
+        if self
+            .partitions
+            .get(key)
+            .is_some_and(|(_, view)| view.generation != generation)
+        {
+            return;
+        }
+        self.forget(key);
+    }
+
+    fn forget(&mut self, key: &PartitionKey) {
         if let Some((slot, view)) = self.partitions.remove(key) {
             self.index.remove_slot(slot);
             for h in 0..view.hours.len() {

@@ -147,3 +147,47 @@ fn a_crossing_re_reported_after_a_restore_is_handed_on_once() {
     assert_eq!(again.crossings.len(), 1);
     assert!(view.apply(&key, "b", &again).crossings.is_empty());
 }
+
+#[test]
+fn a_partition_moved_between_members_keeps_its_new_owners_figures_whatever_comes_late() {
+    let settings = settings();
+    let count = |part: &mut Partition, at: i64, txn, merchant, second| {
+        let record = event(txn, merchant, 100, true, second);
+        part.count(at, Ok(decode(&settings, record.as_bytes()).unwrap().txn()))
+            .unwrap();
+    };
+    let key = PartitionKey::kafka("t", 0);
+    let mut view = LiveView::new(settings.clone());
+    // The first owner counts m1 twice in second 1, checkpoints, then m2.
+    let mut first = Partition::new(settings.clone(), 1 << 12);
+    count(&mut first, 0, 1, 1, 1);
+    count(&mut first, 1, 2, 1, 1);
+    view.apply_from(&key, "a", 1, &first.take_delta());
+    let chain = [first.checkpoint(1, None)];
+    count(&mut first, 2, 3, 2, 2);
+    let late = first.take_delta();
+    // The partition moves: its next owner restores the checkpoint (the m2
+    // record is its to count again, or not) and counts m3.
+    let mut next = Partition::restore(settings.clone(), 1 << 12, &chain).unwrap();
+    view.apply_from(&key, "b", 2, &next.take_delta());
+    count(&mut next, 2, 4, 3, 3);
+    view.apply_from(&key, "b", 2, &next.take_delta());
+    // The first owner's last delta and its close arrive after.
+    assert!(view.apply_from(&key, "a", 1, &late).stale);
+    view.remove_from(&key, 1);
+    let s = view.snapshot(1, 500, LatencyMs::default());
+    assert_eq!(s.figures.transactions, 3);
+    assert_eq!(s.figures.merchants, 2);
+    assert_eq!(s.figures.peak_tps, 2);
+    assert!(view.index().get("m1").is_some());
+    assert!(view.index().get("m2").is_none());
+    assert!(view.index().get("m3").is_some());
+    // Its own close does take it away.
+    view.remove_from(&key, 2);
+    assert_eq!(
+        view.snapshot(2, 500, LatencyMs::default())
+            .figures
+            .transactions,
+        0
+    );
+}
