@@ -130,8 +130,73 @@ pub enum KafkaError {
         /// Why.
         reason: String,
     },
+    /// The cluster no longer holds records this run has read: it came back
+    /// without its data (a broker on a memory store, a lost disk), the topic
+    /// was deleted and made again, or retention removed records before they
+    /// were read. Going on would make every total wrong.
+    #[error("the cluster no longer has records this run has read: {what}. The broker may have come back without its data, or the topic was deleted and made again, or retention removed records before they were read. Stopping so that no total goes wrong; the checkpoints are kept. To start over on a new log, use a new kafka.group_id and a new checkpoint store")]
+    LogLost {
+        /// What was found, partition by partition.
+        what: String,
+    },
     /// Dead letters or alerts could not be delivered (external): the run
     /// stops before checkpointing past them, so a restart re-produces them.
     #[error("{0} dead-letter or alert record(s) could not be delivered; stopping before checkpointing past them")]
     OutputsLost(u64),
+}
+
+impl KafkaError {
+    /// Whether the error says the cluster is out of reach for now (a broker
+    /// restarting, a network partition) rather than that something is wrong:
+    /// worth trying again later instead of stopping the run.
+    pub fn is_transient(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        match self {
+            KafkaError::Timeout { .. } => true,
+            KafkaError::Unreachable { .. } => true,
+            KafkaError::Client { source, .. } => matches!(
+                source.rdkafka_error_code(),
+                Some(
+                    Code::OperationTimedOut
+                        | Code::RequestTimedOut
+                        | Code::AllBrokersDown
+                        | Code::BrokerTransportFailure
+                        | Code::NetworkException
+                        | Code::LeaderNotAvailable
+                        | Code::NotLeaderForPartition
+                        | Code::NotCoordinator
+                        | Code::CoordinatorNotAvailable
+                        | Code::CoordinatorLoadInProgress
+                )
+            ),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::KafkaError as RdKafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    #[test]
+    fn an_outage_is_transient_and_a_missing_topic_is_not() {
+        let flush = |code| KafkaError::Client {
+            what: "waiting for output records to be delivered",
+            source: RdKafkaError::Flush(code),
+        };
+        assert!(flush(Code::OperationTimedOut).is_transient());
+        assert!(flush(Code::AllBrokersDown).is_transient());
+        assert!(!flush(Code::TopicAuthorizationFailed).is_transient());
+        assert!(!KafkaError::MissingTopic {
+            topic: "alerts".into(),
+            brokers: "b".into(),
+        }
+        .is_transient());
+        assert!(KafkaError::Timeout {
+            what: "reading a topic".into()
+        }
+        .is_transient());
+    }
 }

@@ -354,6 +354,7 @@ pub fn read_to_end(
         }
     }
     let mut last_record = Instant::now();
+    let mut last_warning = None;
     while !ends.is_empty() || last_record.elapsed() < QUIET_END {
         if last_record.elapsed() > timeout {
             return Err(KafkaError::Timeout {
@@ -367,7 +368,15 @@ pub fn read_to_end(
                 let (partition, offset) = (message.partition(), message.offset());
                 ends.retain(|&(p, high)| !(p == partition && offset + 1 >= high));
             }
-            Some(Err(error)) => tracing::warn!(%error, topic, "while reading a topic to its end"),
+            Some(Err(error)) => {
+                // An outage repeats its error at every poll: say it once a
+                // second, not thousands of times.
+                if last_warning.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(%error, topic, "while reading a topic to its end");
+                    last_warning = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             None => {}
         }
     }
@@ -427,6 +436,35 @@ pub fn topic_partitions(config: &KafkaConfig, topic: &str) -> Result<Option<usiz
         .find(|t| t.name() == topic)
         .filter(|t| t.error().is_none() && !t.partitions().is_empty())
         .map(|t| t.partitions().len()))
+}
+
+/// What the cluster's metadata says about a topic, when it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicState {
+    /// The topic exists with this many partitions.
+    Present(usize),
+    /// The cluster says it has no such topic.
+    Missing,
+    /// No clear answer (no broker reachable, a leader election): ask later.
+    Unclear,
+}
+
+/// Asks the cluster about `topic`, waiting at most `timeout`.
+pub fn topic_state(config: &KafkaConfig, topic: &str, timeout: Duration) -> TopicState {
+    let Ok(consumer) = metadata_client(config) else {
+        return TopicState::Unclear;
+    };
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else {
+        return TopicState::Unclear;
+    };
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        None => TopicState::Missing,
+        Some(t) => match t.error().map(RDKafkaErrorCode::from) {
+            None if !t.partitions().is_empty() => TopicState::Present(t.partitions().len()),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => TopicState::Missing,
+            _ => TopicState::Unclear,
+        },
+    }
 }
 
 /// How a topic's old records go.

@@ -141,7 +141,8 @@ impl Member {
             // waits until they are in, and counting starts at once.
             shared.reload_announced();
         }
-        let committed = self.committed(consumer, tpl);
+        let answered = self.committed(consumer, tpl);
+        let committed = answered.clone().unwrap_or_default();
         let chains: Vec<_> = by_topic
             .iter()
             .map(|(topic, partitions)| {
@@ -183,6 +184,17 @@ impl Member {
                 match self.restore(topic, partition, loaded) {
                     Ok(task) => {
                         let next = task.engine.next_position();
+                        // Only where the group has no offset (as on a
+                        // broker back empty): tansu 0.6 reports high
+                        // watermarks up to a quarter low for seconds, so a
+                        // healthy partition could look cut short. And only
+                        // when the group answered: a cluster out of reach
+                        // would make each look-up wait its timeout.
+                        if answered.as_ref().is_some_and(|a| !a.contains_key(&key)) {
+                            if let Some(what) = beyond_the_log(consumer, topic, partition, next) {
+                                shared.fail(KafkaError::LogLost { what });
+                            }
+                        }
                         let offset = if next >= 0 {
                             Offset::Offset(next)
                         } else {
@@ -224,17 +236,17 @@ impl Member {
     /// The group's committed offset and its metadata for each of `tpl`'s
     /// partitions that has one. The store may read its chain from the
     /// metadata; a committed partition without checkpoints is state lost.
-    /// A failure only makes the store read more and the check stay quiet.
+    /// `None` when the group was not asked (leaving) or did not answer.
     fn committed(
         &self,
         consumer: &BaseConsumer<Self>,
         tpl: &TopicPartitionList,
-    ) -> HashMap<(String, i32), (i64, String)> {
+    ) -> Option<HashMap<(String, i32), (i64, String)>> {
         let mut out = HashMap::new();
         // A member given partitions as it leaves only hands them on: the
         // group's answer may never come while it is leaving.
         if tpl.count() == 0 || self.shared.lifecycle.is_cancelled() {
-            return out;
+            return None;
         }
         // The changelog store reads less with the metadata; the directory
         // store only warns with it, so it waits less.
@@ -255,10 +267,11 @@ impl Member {
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "reading committed offsets; checkpoints are read from the changelog's beginning")
+                tracing::warn!(%error, "reading committed offsets; checkpoints are read from the changelog's beginning");
+                return None;
             }
         }
-        out
+        Some(out)
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
@@ -431,6 +444,9 @@ impl Member {
         tasks: impl Iterator<Item = &'t Task>,
         mode: CommitMode,
     ) {
+        if self.shared.log_lost.load(Ordering::SeqCst) {
+            return;
+        }
         let offsets = self.durable_offsets(tasks);
         if offsets.count() == 0 {
             return;
@@ -614,9 +630,38 @@ impl Member {
         match consumer.commit(&offsets, CommitMode::Sync) {
             Ok(()) => true,
             Err(error) => {
-                tracing::warn!(member = %self.name, %error, "this member stalled past the group's patience and the group refuses its commit: dropping its partitions uncounted since their last checkpoint (their new owners resume from it) and rejoining");
+                tracing::warn!(member = %self.name, %error, "this member stalled for half a session and cannot confirm it still owns its partitions (its commit failed): dropping what it counted since their last checkpoint (whoever owns them next resumes from it) and rejoining");
                 false
             }
+        }
+    }
+
+    /// Names the owned partitions whose log no longer holds the next record
+    /// to read, after librdkafka found a fetch offset out of range.
+    fn log_lost(&self, consumer: &BaseConsumer<Self>) -> KafkaError {
+        let topic = &self.shared.config.input_topic;
+        let mut found = Vec::new();
+        for (&partition, task) in self.tasks.lock().iter() {
+            let next = task.engine.next_position();
+            if next < 0 {
+                continue;
+            }
+            if let Ok((low, high)) = consumer.fetch_watermarks(topic, partition, LOG_CHECK_TIMEOUT)
+            {
+                if next < low || next > high {
+                    found.push(format!(
+                        "{topic}/{partition} was read up to offset {next}, but the log now holds offsets {low} to {high}"
+                    ));
+                }
+            }
+        }
+        if found.is_empty() {
+            found.push(format!(
+                "librdkafka found a fetch offset of `{topic}` out of range"
+            ));
+        }
+        KafkaError::LogLost {
+            what: found.join("; "),
         }
     }
 
@@ -661,7 +706,9 @@ fn consumer_config(config: &KafkaConfig, client_id: &str, index: usize) -> rdkaf
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        // A start offset the log no longer holds is lost data, never a
+        // place to silently jump from (see `Member::log_lost`).
+        .set("auto.offset.reset", "error")
         // librdkafka's 500 ms default makes each fetch wait (BROKERS.md).
         .set("fetch.wait.max.ms", "10")
         // When the prefetch queue is full librdkafka backs off fetching for
@@ -730,6 +777,12 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
         while batch.len() < MAX_BATCH {
             match consumer.poll(wait) {
                 Some(Ok(message)) => batch.push(message),
+                Some(Err(error))
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) =>
+                {
+                    shared.fail(member.log_lost(&consumer));
+                    break;
+                }
                 Some(Err(error)) => {
                     // The client reconnects by itself; say so now and then.
                     if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
@@ -815,6 +868,36 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
     consumer.unsubscribe();
     Ok(())
 }
+
+/// Whether a partition read up to `next` finds its log ending before that,
+/// twice a moment apart: the cluster has lost records already counted, and
+/// reading on from `next` would count a different log.
+fn beyond_the_log<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    next: i64,
+) -> Option<String> {
+    if next <= 0 {
+        return None;
+    }
+    let mut high = 0;
+    for attempt in 0..2 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        high = match consumer.fetch_watermarks(topic, partition, LOG_CHECK_TIMEOUT) {
+            Ok((_, high)) if high < next => high,
+            _ => return None,
+        };
+    }
+    Some(format!(
+        "{topic}/{partition} was read up to offset {next}, but its log now ends at offset {high}"
+    ))
+}
+
+/// How long to wait for a partition's offsets when naming lost records.
+const LOG_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a member's loop may go without a turn before it asks whether
 /// the group still counts it: half the session timeout, after which the

@@ -17,7 +17,9 @@ mod task;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::{KafkaConfig, StoreKind};
-use crate::outputs::{ensure_topics, topic_partitions, wait_for_cluster, Cleanup, Outputs};
+use crate::outputs::{
+    ensure_topics, topic_partitions, topic_state, wait_for_cluster, Cleanup, Outputs, TopicState,
+};
 use crate::snapshots::SnapshotsTopic;
 use crate::KafkaError;
 use gmv_core::output::PartitionId;
@@ -30,6 +32,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// How long to wait before trying the cluster again after a transient error.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The Kafka source of one process: `members` consumer threads in the group.
 pub struct KafkaSource {
@@ -68,11 +73,17 @@ pub(crate) struct Shared {
     drained: AtomicUsize,
     /// When any member's assignment last changed.
     last_rebalance: parking_lot::Mutex<Instant>,
+    /// The cluster has lost records this run read: no offset is committed
+    /// to it any more, so that the next start finds the loss too.
+    pub(crate) log_lost: AtomicBool,
 }
 
 impl Shared {
     /// Records the first fatal error and stops the run.
     pub(crate) fn fail(&self, error: KafkaError) {
+        if matches!(error, KafkaError::LogLost { .. }) {
+            self.log_lost.store(true, Ordering::SeqCst);
+        }
         self.lifecycle.fail(Box::new(error));
     }
 
@@ -134,14 +145,25 @@ impl Shared {
     /// Reads the alerts already in the alerts topic into the announced set
     /// on another thread, holding every alert of this process until it is
     /// done (a partition that moved here must not announce again what its
-    /// last owner announced), while counting goes on.
+    /// last owner announced), while counting goes on. While the cluster is
+    /// out of reach it tries again: the alerts wait, nothing is lost.
     pub(crate) fn reload_announced(self: &Arc<Self>) {
         let shared = self.clone();
         self.outputs.hold_alerts();
         let spawned = std::thread::Builder::new()
             .name("gmv-announced".into())
             .spawn(move || {
-                let result = shared.outputs.reload_announced(&shared.config);
+                let result = loop {
+                    match shared.outputs.reload_announced(&shared.config) {
+                        Err(error) if error.is_transient() => {
+                            tracing::warn!(%error, "cannot read the alerts topic yet; alerts wait, trying again in {RETRY_AFTER:?}");
+                            if shared.lifecycle.sleep(RETRY_AFTER) {
+                                break Ok(0);
+                            }
+                        }
+                        other => break other,
+                    }
+                };
                 shared.outputs.release_alerts();
                 match result {
                     Ok(n) => tracing::debug!(alerts = n, "announced alerts read"),
@@ -297,6 +319,7 @@ impl Source for KafkaSource {
             dedup_share: self.dedup_share,
             drained: AtomicUsize::new(0),
             last_rebalance: parking_lot::Mutex::new(Instant::now()),
+            log_lost: AtomicBool::new(false),
         });
         let mut handles = Vec::new();
         for index in 0..shared.idle.len() {
@@ -308,6 +331,7 @@ impl Source for KafkaSource {
                 result.map_err(TaskError::from)
             })?);
         }
+        let watched = shared.clone();
         if shared.config.exit_when_idle.is_some() {
             let watcher = lifecycle.clone();
             handles.push(lifecycle.spawn("gmv-idle-watch", move || {
@@ -324,6 +348,43 @@ impl Source for KafkaSource {
                 Ok(())
             })?);
         }
+        let partitions = self.input_partitions;
+        handles.push(lifecycle.spawn("gmv-cluster-watch", move || {
+            watch_input_topic(&watched, partitions);
+            Ok(())
+        })?);
         Ok(handles)
+    }
+}
+
+/// How often the input topic is looked up while the run goes on.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Stops the run if the input topic disappears or shrinks (a broker that
+/// came back without its data, a topic deleted under the run): the records
+/// this run has read are gone, and nothing read after could be trusted.
+/// Two answers in a row must say so, as a broker restarting can briefly
+/// answer for a topic it is still loading.
+fn watch_input_topic(shared: &Shared, partitions: usize) {
+    let topic = &shared.config.input_topic;
+    let mut strikes = 0;
+    while !shared.lifecycle.sleep(WATCH_EVERY) {
+        let lost = match topic_state(&shared.config, topic, WATCH_EVERY) {
+            TopicState::Missing => Some(format!(
+                "the input topic `{topic}` is gone from the cluster (it had {partitions} partitions at start)"
+            )),
+            TopicState::Present(now) if now < partitions => Some(format!(
+                "the input topic `{topic}` has {now} partitions, {partitions} at start"
+            )),
+            _ => None,
+        };
+        match lost {
+            Some(what) if strikes >= 1 => {
+                shared.fail(KafkaError::LogLost { what });
+                return;
+            }
+            Some(_) => strikes += 1,
+            None => strikes = 0,
+        }
     }
 }
