@@ -80,7 +80,7 @@ impl Local {
     pub fn open(loaded: &Loaded, flags: &EngineFlags) -> Result<Self> {
         let lifecycle = Lifecycle::new();
         lifecycle
-            .cancel_on_signals()
+            .cancel_on_signals(loaded.config.engine.shutdown_grace)
             .context("installing signal handlers")?;
         let view = LiveView::new(Arc::new(loaded.settings.clone()));
         let state = Arc::new(LiveState::new(view.index()));

@@ -57,7 +57,7 @@ pub fn execute(args: &GenerateArgs, config_file: Option<&Path>) -> Result<Ended>
         }
         let lifecycle = Lifecycle::new();
         lifecycle
-            .cancel_on_signals()
+            .cancel_on_signals(loaded.config.engine.shutdown_grace)
             .context("installing signal handlers")?;
         let generated = produce(
             &loaded,

@@ -103,6 +103,10 @@ pub struct EngineConfig {
     /// `merchant_id` (Kafka topics bring their own). Independent of
     /// `workers`, so a run's output never depends on the thread count.
     pub partitions: usize,
+    /// Longest a stop on SIGINT/SIGTERM may take (final checkpoints,
+    /// commits, report); past it the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for EngineConfig {
@@ -112,6 +116,7 @@ impl Default for EngineConfig {
             max_event_bytes: 64 * 1024,
             workers: 0,
             partitions: 16,
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }
@@ -308,6 +313,12 @@ impl Settings {
         if engine.top_n > 10_000 {
             errors.push(ConfigError::new("engine.top_n", "allowed: 0 to 10000"));
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&engine.shutdown_grace) {
+            errors.push(ConfigError::new(
+                "engine.shutdown_grace",
+                "allowed: 1s to 1h, e.g. \"20s\"",
+            ));
+        }
         if !(1..=4096).contains(&engine.partitions) {
             errors.push(ConfigError::new("engine.partitions", "allowed: 1 to 4096"));
         }
@@ -422,6 +433,33 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].key, "money.thresholds_cny[2]");
         assert!(errors[0].message.contains("listed before"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn a_shutdown_grace_outside_a_second_to_an_hour_is_refused_by_key() {
+        for (grace, refused) in [(0, true), (1, false), (3600, false), (3601, true)] {
+            let engine = EngineConfig {
+                shutdown_grace: Duration::from_secs(grace),
+                ..EngineConfig::default()
+            };
+            let result = Settings::from_config(
+                &WindowConfig::default(),
+                &MoneyConfig::default(),
+                &DedupConfig::default(),
+                &engine,
+            );
+            let keys: Vec<String> = result
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.key)
+                .collect();
+            assert_eq!(
+                keys.contains(&"engine.shutdown_grace".to_string()),
+                refused,
+                "{grace}s"
+            );
+        }
     }
 
     #[test]

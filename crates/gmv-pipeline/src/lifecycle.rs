@@ -36,6 +36,10 @@ struct Inner {
     failure: Mutex<Option<TaskError>>,
     running: Mutex<usize>,
     idle: Condvar,
+    /// Longest a stop may take once asked for (see [`Lifecycle::bound_stops`]).
+    grace: Mutex<Option<Duration>>,
+    /// Whether the grace timer runs.
+    timed: std::sync::atomic::AtomicBool,
 }
 
 /// The shared shutdown state of one run (cheap to clone).
@@ -78,6 +82,8 @@ impl Lifecycle {
                 failure: Mutex::new(None),
                 running: Mutex::new(0),
                 idle: Condvar::new(),
+                grace: Mutex::new(None),
+                timed: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -92,6 +98,16 @@ impl Lifecycle {
         self.inner.token.is_cancelled()
     }
 
+    /// Bounds every stop of this run: once asked to stop by a signal or a
+    /// failure, the process has `grace` to finish
+    /// (final checkpoints, commits, the report); past it, it exits at once
+    /// with the stop's exit code, whatever a broker it waits on is doing.
+    /// Nothing counted is lost that way: a partition resumes from its last
+    /// durable checkpoint, written only once its outputs were delivered.
+    pub fn bound_stops(&self, grace: Duration) {
+        *self.inner.grace.lock() = Some(grace);
+    }
+
     /// Asks every task to stop; the first cause given is kept.
     pub fn cancel(&self, cause: StopCause) {
         {
@@ -101,6 +117,47 @@ impl Lifecycle {
             }
         }
         self.inner.token.cancel();
+        // A run that found its own end finishes unhurried (and `gmv demo`
+        // serves on after it).
+        if cause != StopCause::Finished {
+            self.start_grace();
+        }
+    }
+
+    /// Starts the timer of [`Lifecycle::bound_stops`], once.
+    fn start_grace(&self) {
+        let Some(grace) = *self.inner.grace.lock() else {
+            return;
+        };
+        if self
+            .inner
+            .timed
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let lifecycle = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("gmv-grace".into())
+            .spawn(move || {
+                std::thread::sleep(grace);
+                let why = format!("the stop took longer than engine.shutdown_grace ({grace:?})");
+                match lifecycle.cause() {
+                    StopCause::Signal(signal) => exit_now(128 + signal, &why),
+                    _ => {
+                        let failure = lifecycle
+                            .inner
+                            .failure
+                            .lock()
+                            .as_ref()
+                            .map(|e| e.to_string());
+                        match failure {
+                            Some(error) => exit_now(1, &format!("error: {error}; {why}")),
+                            None => exit_now(1, &format!("error: {why}")),
+                        }
+                    }
+                }
+            });
     }
 
     /// Records a task's failure (the first one is kept) and stops the rest.
@@ -194,15 +251,26 @@ impl Lifecycle {
     }
 
     /// Cancels the run on SIGINT or SIGTERM, remembering which. Installed
-    /// once per process, by the command that owns the run.
-    pub fn cancel_on_signals(&self) -> std::io::Result<()> {
+    /// once per process, by the command that owns the run. A second signal
+    /// while stopping exits at once; the first starts the timer of
+    /// [`Lifecycle::bound_stops`], here `grace`.
+    pub fn cancel_on_signals(&self, grace: Duration) -> std::io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
+        self.bound_stops(grace);
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let lifecycle = self.clone();
         std::thread::Builder::new()
             .name("gmv-signals".into())
             .spawn(move || {
                 for signal in signals.forever() {
+                    if lifecycle
+                        .inner
+                        .signal
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                        != 0
+                    {
+                        exit_now(128 + signal, "a second signal came while stopping");
+                    }
                     // Recorded whatever the run is doing: one that has ended
                     // and only serves on waits for exactly this.
                     lifecycle
@@ -211,6 +279,7 @@ impl Lifecycle {
                         .store(signal, std::sync::atomic::Ordering::SeqCst);
                     tracing::info!(
                         signal,
+                        ?grace,
                         "signal received: finishing what was read, then stopping"
                     );
                     lifecycle.cancel(StopCause::Signal(signal));
@@ -218,6 +287,14 @@ impl Lifecycle {
             })?;
         Ok(())
     }
+}
+
+/// Ends the process with `code`, saying why it did not finish in order.
+fn exit_now(code: i32, why: &str) -> ! {
+    eprintln!(
+        "gmv: {why}: exiting now. Partitions not checkpointed since their last checkpoint are read again from it on the next start (nothing is lost or counted twice); the report of this run, if not yet written, is not"
+    );
+    std::process::exit(code)
 }
 
 #[cfg(test)]
