@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Local Kafka-protocol broker (tansu 0.6.0, in-memory storage) for the
-# integration tests, fault tests and benchmarks: no Docker or JVM needed.
+# Local Kafka-protocol broker (tansu 0.6.0) for the integration tests, fault
+# tests and benchmarks: no Docker or JVM needed.
 #
 #   scripts/kafka-broker.sh install        build tansu once into a cache
 #   scripts/kafka-broker.sh start  [PORT]  start (idempotent); prints the
@@ -12,8 +12,11 @@
 #
 # Environment: GMV_TANSU_ROOT (install root, default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/gmv-stream/tansu), GMV_BROKER_PORT (default
-# 19092). State (log, pid file) lives in ${TMPDIR:-/tmp}/gmv-tansu-PORT/.
-# The memory store never frees: restart the broker to empty it.
+# 19092), GMV_BROKER_STORAGE (memory, the default, or sqlite: a log on disk,
+# which needs GMV_TANSU_FEATURES=dynostore,libsql at install; docs/faults.md
+# says how it fares across a restart). State (log, pid file, tansu.db) lives
+# in ${TMPDIR:-/tmp}/gmv-tansu-PORT/. The memory store never frees: restart
+# the broker to empty it.
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -26,11 +29,11 @@ die() { echo "kafka-broker: $*" >&2; exit 1; }
 log() { echo "kafka-broker: $*" >&2; }
 
 usage() {
-  sed -n '2,16s/^# \{0,1\}//p' "$0" >&2
+  sed -n '2,19s/^# \{0,1\}//p' "$0" >&2
   exit "${1:-2}"
 }
 
-# Sets PORT, STATE_DIR, PID_FILE, LOG_FILE, ADDR.
+# Sets PORT, STATE_DIR, PID_FILE, LOG_FILE, ADDR, STORAGE.
 setup_port() {
   PORT=${1:-${GMV_BROKER_PORT:-19092}}
   [[ $PORT =~ ^[0-9]+$ ]] && ((PORT > 0 && PORT < 65536)) || die "bad port: $PORT"
@@ -38,6 +41,12 @@ setup_port() {
   PID_FILE=$STATE_DIR/tansu.pid
   LOG_FILE=$STATE_DIR/tansu.log
   ADDR=127.0.0.1:$PORT
+  case ${GMV_BROKER_STORAGE:-memory} in
+    memory) STORAGE=memory://tansu/ ;;
+    # tansu reads the path as relative, so it is opened from STATE_DIR.
+    sqlite) STORAGE=sqlite://tansu.db ;;
+    *) die "GMV_BROKER_STORAGE must be memory or sqlite, not ${GMV_BROKER_STORAGE}" ;;
+  esac
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
@@ -62,15 +71,29 @@ broker_pid() {
   echo "$pid"
 }
 
+# The memory store (dynostore) is all the tests need; add libsql for the
+# sqlite store: GMV_TANSU_FEATURES=dynostore,libsql (a longer build).
+TANSU_FEATURES=${GMV_TANSU_FEATURES:-dynostore}
+
+# Whether the cached tansu was built with every feature in $1 (cargo records
+# each install's features beside the binary).
+installed_with_features() {
+  [[ -x $TANSU ]] || return 1
+  local feature
+  for feature in ${1//,/ }; do
+    grep -q "\"tansu $TANSU_VERSION [^}]*\"$feature\"" "$GMV_TANSU_ROOT/.crates2.json" 2>/dev/null || return 1
+  done
+}
+
 cmd_install() {
-  if [[ -x $TANSU ]]; then
+  if installed_with_features "$TANSU_FEATURES"; then
     log "tansu already installed: $TANSU"
     return 0
   fi
   command -v cargo >/dev/null || die "cargo not found"
   log "installing tansu $TANSU_VERSION into $GMV_TANSU_ROOT (takes several minutes)"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore \
-    --root "$GMV_TANSU_ROOT" >&2
+  cargo install tansu --version "$TANSU_VERSION" --locked --force \
+    --features "$TANSU_FEATURES" --root "$GMV_TANSU_ROOT" >&2
   [[ -x $TANSU ]] || die "install finished but $TANSU is missing"
 }
 
@@ -83,15 +106,18 @@ cmd_start() {
     return 0
   fi
   [[ -x $TANSU ]] || die "tansu not installed at $TANSU; run: $0 install"
+  if [[ $STORAGE == sqlite* ]] && ! installed_with_features libsql; then
+    die "this tansu has no sqlite store; run: GMV_TANSU_FEATURES=dynostore,libsql $0 install"
+  fi
   port_open && die "port $PORT is already in use by another process"
   mkdir -p "$STATE_DIR"
   rm -f "$PID_FILE"
   # stdout/stderr must not inherit ours: callers use $(... start).
-  nohup "$TANSU" broker \
+  (cd "$STATE_DIR" && exec nohup "$TANSU" broker \
     --listener-url "tcp://$ADDR" \
     --advertised-listener-url "tcp://$ADDR" \
-    --storage-engine memory://tansu/ \
-    >>"$LOG_FILE" 2>&1 </dev/null &
+    --storage-engine "$STORAGE" \
+    >>"$LOG_FILE" 2>&1 </dev/null) &
   pid=$!
   echo "$pid" >"$PID_FILE"
   local deadline=$((SECONDS + START_TIMEOUT_S))
@@ -109,7 +135,7 @@ cmd_start() {
     fi
     sleep 0.05
   done
-  log "tansu pid $pid listening on $ADDR (log: $LOG_FILE)"
+  log "tansu pid $pid listening on $ADDR, storage $STORAGE (log: $LOG_FILE)"
   echo "$ADDR"
 }
 
