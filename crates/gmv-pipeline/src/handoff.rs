@@ -13,7 +13,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
 use gmv_core::latency::StartRuns;
 use gmv_core::partition::{Delta, Partition};
 use gmv_core::view::PartitionKey;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,8 @@ pub(crate) struct Registration {
     /// Registrations in the order they were made: a partition registered
     /// again (it moved to another member) has a later one.
     pub(crate) generation: u64,
+    /// Set by the publisher when it needs the partition's whole state again.
+    pub(crate) resend: Arc<AtomicBool>,
     pub(crate) messages: Receiver<Message>,
 }
 
@@ -87,12 +89,14 @@ impl Board {
     /// the owner's end.
     pub fn register(&self, key: PartitionKey, member: &str) -> Handoff {
         let (outbox, messages) = bounded(1);
+        let resend = Arc::new(AtomicBool::new(false));
         // The publisher lives as long as the run: a send can only fail once
         // it has ended, and then there is nobody to hand anything to.
         let _ = self.registrations.send(Registration {
             key: key.clone(),
             member: member.into(),
             generation: self.generations.fetch_add(1, Ordering::SeqCst),
+            resend: resend.clone(),
             messages,
         });
         Handoff {
@@ -104,6 +108,7 @@ impl Board {
             starts: StartRuns::default(),
             progress: -1,
             offered_progress: -1,
+            resend,
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct Handoff {
     starts: StartRuns,
     progress: i64,
     offered_progress: i64,
+    /// The publisher asks for the partition's whole state again.
+    resend: Arc<AtomicBool>,
 }
 
 impl Handoff {
@@ -143,6 +150,9 @@ impl Handoff {
     /// Hands over a delta if one is due and the slot is free; never waits.
     /// Returns whether it did.
     pub fn offer(&mut self, partition: &mut Partition) -> bool {
+        if self.resend.swap(false, Ordering::SeqCst) {
+            partition.republish_all();
+        }
         let news = partition.has_unpublished() || self.progress != self.offered_progress;
         if !news || self.last.elapsed() < self.cadence || !self.outbox.is_empty() {
             return false;
@@ -221,6 +231,7 @@ pub(crate) struct Inbox {
     pub(crate) key: PartitionKey,
     pub(crate) member: Arc<str>,
     pub(crate) generation: u64,
+    pub(crate) resend: Arc<AtomicBool>,
     messages: Receiver<Message>,
     pub(crate) closed: bool,
 }
@@ -231,6 +242,7 @@ impl Inbox {
             key: registration.key,
             member: registration.member,
             generation: registration.generation,
+            resend: registration.resend,
             messages: registration.messages,
             closed: false,
         }

@@ -283,6 +283,19 @@ impl Run {
                 if !keep {
                     let (key, generation) = (inbox.key.clone(), inbox.generation);
                     self.view.remove_from(&key, generation);
+                    // An earlier hand-over of the partition may still be
+                    // open (a group that gave it to two members at once):
+                    // its deltas were set aside, so it sends all again.
+                    let earlier = self
+                        .inboxes
+                        .iter()
+                        .filter(|i| i.key == key && !i.closed && i.generation < generation)
+                        .max_by_key(|i| i.generation);
+                    if let Some(earlier) = earlier {
+                        earlier
+                            .resend
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
                 }
             }
         }

@@ -260,6 +260,17 @@ impl MerchantTable {
             .collect()
     }
 
+    /// Marks every merchant changed for publishing, keeping what the next
+    /// checkpoint is owed (a reader lost track and needs them all again).
+    pub(crate) fn mark_all_for_publish(&mut self) {
+        for (at, slot) in self.slots.iter_mut().enumerate() {
+            if slot.hash != EMPTY && slot.changed & PUBLISH == 0 {
+                slot.changed |= PUBLISH;
+                self.publish_changed.push(at as u32);
+            }
+        }
+    }
+
     /// Marks every merchant changed for publishing only (after a restore:
     /// everything is new to a reader, nothing to the checkpoints).
     pub(crate) fn mark_all_published(&mut self) {

@@ -609,6 +609,16 @@ impl Partition {
         self.crossings_checkpointed = self.crossings.len();
     }
 
+    /// Makes the next delta carry every merchant and hour again, as the
+    /// first after a restore does, for a reader that set aside what this
+    /// partition sent (see `LiveView::apply_from`). Checkpoints are
+    /// unaffected; crossings already handed on are not handed again.
+    pub fn republish_all(&mut self) {
+        self.merchants.mark_all_for_publish();
+        self.series.mark_all_for_publish();
+        self.consumed_at_delta = u64::MAX;
+    }
+
     /// One merchant's figures.
     pub fn merchant(&self, merchant_id: &str) -> Option<MerchantFigures> {
         self.merchants

@@ -170,6 +170,18 @@ impl Series {
         }
     }
 
+    /// Marks every hour with sales as changed for publishing, keeping what
+    /// the next checkpoint is owed.
+    pub(crate) fn mark_all_for_publish(&mut self) {
+        for hour in 0..self.hours.len() {
+            let marks = &mut self.changed[hour];
+            if self.hours[hour].is_some() && *marks & super::merchants::PUBLISH == 0 {
+                *marks |= super::merchants::PUBLISH;
+                self.publish_changed.push(hour as u32);
+            }
+        }
+    }
+
     /// Marks every hour with sales as changed, for both kinds (after a
     /// restore, everything is new to a publisher).
     pub(crate) fn mark_all(&mut self) {

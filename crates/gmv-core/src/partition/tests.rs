@@ -368,3 +368,30 @@ fn only_a_delta_under_the_same_settings_extends_a_shadow() {
         Err(StateError::SettingsChanged)
     ));
 }
+
+#[test]
+fn republish_all_resends_every_merchant_and_hour_and_leaves_checkpoints_their_changes() {
+    let mut p = partition();
+    let at = "2017-11-11T00:00:01+08:00";
+    feed(&mut p, 0, &event("t1", "m1", "10.00", "mobile", at)).unwrap();
+    feed(
+        &mut p,
+        1,
+        &event("t2", "m2", "20.00", "pc", "2017-11-11T03:00:00+08:00"),
+    )
+    .unwrap();
+    let first = p.take_delta();
+    assert_eq!(first.merchants.len(), 2);
+    assert_eq!(first.hours.len(), 2);
+    let _ = p.checkpoint(1, None);
+    // m1 changes again: the next checkpoint owes it, and only it.
+    feed(&mut p, 2, &event("t3", "m1", "5.00", "mobile", at)).unwrap();
+    p.republish_all();
+    let again = p.take_delta();
+    assert_eq!(again.merchants.len(), 2, "every merchant again");
+    assert_eq!(again.hours.len(), 2, "every hour again");
+    assert!(again.crossings.is_empty());
+    let next = p.checkpoint(2, Some(1));
+    assert_eq!(next.merchants.len(), 1, "the checkpoint owes m1 alone");
+    assert_eq!(next.merchants[0].merchant_id, "m1");
+}
