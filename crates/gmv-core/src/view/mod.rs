@@ -485,27 +485,23 @@ impl LiveView {
     /// partition can reach its next member before its last one has closed,
     /// and the newcomer's figures must stay.
     pub fn remove(&mut self, key: &PartitionKey, member: &str) {
-        if self
-            .partitions
-            .get(key)
-            .is_some_and(|(_, view)| view.member != member)
-        {
-            return;
-        }
-        self.forget(key);
+        self.forget_if(key, |view| view.member == member);
     }
 
     /// Forgets a partition whose hand-over `generation` ended (it moved
     /// elsewhere), unless a later hand-over of it has reported since.
     pub fn remove_from(&mut self, key: &PartitionKey, generation: u64) {
+        self.forget_if(key, |view| view.generation == generation);
+    }
+
+    fn forget_if(&mut self, key: &PartitionKey, still_theirs: impl Fn(&PartitionView) -> bool) {
         if self
             .partitions
             .get(key)
-            .is_some_and(|(_, view)| view.generation != generation)
+            .is_some_and(|(_, view)| still_theirs(view))
         {
-            return;
+            self.forget(key);
         }
-        self.forget(key);
     }
 
     fn forget(&mut self, key: &PartitionKey) {
