@@ -5,14 +5,15 @@
 //!
 //! Delivery is checked, not hoped for: a dead letter or alert that librdkafka
 //! finally fails to deliver marks the run failed, and since a partition's
-//! checkpoint is only written after the producer has flushed, the records it
-//! covers are replayed (and their outputs produced again) on restart.
+//! checkpoint is only written once every record sent before it has been
+//! answered, the records it covers are replayed (and their outputs produced
+//! again) on restart.
 
 use crate::config::KafkaConfig;
 use crate::KafkaError;
 use gmv_core::output::AlertRecord;
 use gmv_core::reject::Rejection;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -21,7 +22,7 @@ use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -38,19 +39,77 @@ pub struct DeliveryReport {
     pub dead_letters_delivered: AtomicU64,
 }
 
+/// The records sent and not yet answered by the broker, by send number.
+///
+/// [`Outputs::flush`] waits for the records sent before it, not for an
+/// empty queue as librdkafka's flush does: the publisher sends a snapshot
+/// every interval, and a queue that never empties would hold a checkpoint
+/// (or a stop) up for the whole timeout.
+#[derive(Default)]
+struct InFlight {
+    state: Mutex<Numbered>,
+    answered: Condvar,
+}
+
+#[derive(Default)]
+struct Numbered {
+    next: u64,
+    waiting: BTreeSet<u64>,
+}
+
+impl InFlight {
+    /// Numbers a record about to be sent.
+    fn open(&self) -> u64 {
+        let mut state = self.state.lock();
+        let number = state.next;
+        state.next += 1;
+        state.waiting.insert(number);
+        number
+    }
+
+    /// The broker answered record `number` (or it was never queued).
+    fn close(&self, number: u64) {
+        let mut state = self.state.lock();
+        state.waiting.remove(&number);
+        self.answered.notify_all();
+    }
+
+    /// The number the next record will get: [`Self::wait_for`] it to wait
+    /// for every record numbered so far.
+    fn mark(&self) -> u64 {
+        self.state.lock().next
+    }
+
+    /// Waits until every record numbered before `before` is answered, up to
+    /// `timeout`; returns how many are still waiting then.
+    fn wait_for(&self, before: u64, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock();
+        loop {
+            let left = state.waiting.range(..before).count();
+            if left == 0 || self.answered.wait_until(&mut state, deadline).timed_out() {
+                return state.waiting.range(..before).count();
+            }
+        }
+    }
+}
+
 /// The producer's context: delivery accounting.
 pub struct OutputContext {
     snapshots_topic: String,
     alerts_topic: String,
     report: DeliveryReport,
+    in_flight: InFlight,
 }
 
 impl ClientContext for OutputContext {}
 
 impl ProducerContext for OutputContext {
-    type DeliveryOpaque = ();
+    /// The record's number in [`InFlight`].
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, number: usize) {
+        self.in_flight.close(number as u64);
         if let Ok(message) = result {
             let counter = if message.topic() == self.alerts_topic {
                 &self.report.alerts_delivered
@@ -111,6 +170,7 @@ impl Outputs {
                 snapshots_topic: config.snapshots_topic.clone(),
                 alerts_topic: config.alerts_topic.clone(),
                 report: DeliveryReport::default(),
+                in_flight: InFlight::default(),
             })
             .map_err(|source| KafkaError::Client {
                 what: "creating the producer",
@@ -157,11 +217,7 @@ impl Outputs {
                 key: "origin",
                 value: Some(origin.as_str()),
             });
-        let record = BaseRecord::to(&self.dead_letter_topic)
-            .key(origin.as_str())
-            .payload(payload)
-            .headers(headers);
-        self.send(record);
+        self.send(&self.dead_letter_topic, &origin, payload, Some(headers));
     }
 
     /// Announces a crossing unless it is already in the alerts topic (a
@@ -174,20 +230,22 @@ impl Outputs {
         }
         let key = format!("{}:{}", alert.merchant_id, alert.threshold_cny);
         let json = serde_json::to_vec(alert).expect("an alert always serialises");
-        self.send(
-            BaseRecord::to(&self.alerts_topic)
-                .key(key.as_str())
-                .payload(&json),
-        );
+        self.send(&self.alerts_topic, &key, &json, None);
         true
     }
 
     /// Publishes one snapshot-topic record.
     pub fn snapshot(&self, key: &str, json: &[u8]) {
-        self.send(BaseRecord::to(&self.snapshots_topic).key(key).payload(json));
+        self.send(&self.snapshots_topic, key, json, None);
     }
 
-    fn send<'a>(&self, mut record: BaseRecord<'a, str, [u8]>) {
+    fn send(&self, topic: &str, key: &str, payload: &[u8], headers: Option<OwnedHeaders>) {
+        let context = self.producer.context();
+        let number = context.in_flight.open();
+        let mut record = BaseRecord::with_opaque_to(topic, number as usize)
+            .key(key)
+            .payload(payload);
+        record.headers = headers;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
@@ -197,25 +255,25 @@ impl Outputs {
                 }
                 Err((error, back)) => {
                     tracing::error!(topic = back.topic, %error, "could not enqueue an output record");
-                    self.producer
-                        .context()
-                        .report
-                        .lost_outputs
-                        .fetch_add(1, Relaxed);
+                    context.report.lost_outputs.fetch_add(1, Relaxed);
+                    context.in_flight.close(number);
                     return;
                 }
             }
         }
     }
 
-    /// Waits until everything sent is delivered (or failed), up to `timeout`.
+    /// Waits until every record sent before this call is delivered (or
+    /// failed), up to `timeout`. Records sent meanwhile do not hold it up.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer
-            .flush(timeout)
-            .map_err(|source| KafkaError::Client {
+        let in_flight = &self.producer.context().in_flight;
+        match in_flight.wait_for(in_flight.mark(), timeout) {
+            0 => Ok(()),
+            _ => Err(KafkaError::Client {
                 what: "waiting for output records to be delivered",
-                source,
-            })
+                source: RdKafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+            }),
+        }
     }
 
     /// Holds alerts back until the matching [`Self::release_alerts`]: the
@@ -546,4 +604,31 @@ pub fn ensure_topics(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_flush_waits_for_the_records_sent_before_it_and_not_for_later_ones() {
+        let in_flight = Arc::new(InFlight::default());
+        let (first, second) = (in_flight.open(), in_flight.open());
+        in_flight.close(second);
+        assert_eq!(in_flight.wait_for(in_flight.mark(), Duration::ZERO), 1);
+
+        let flush = in_flight.mark();
+        let waiter = {
+            let in_flight = in_flight.clone();
+            std::thread::spawn(move || in_flight.wait_for(flush, Duration::from_secs(10)))
+        };
+        // A publisher sending on must not hold the flush up.
+        let later = in_flight.open();
+        in_flight.close(first);
+        assert_eq!(waiter.join().unwrap(), 0);
+        assert_eq!(in_flight.wait_for(in_flight.mark(), Duration::ZERO), 1);
+        in_flight.close(later);
+        assert_eq!(in_flight.wait_for(in_flight.mark(), Duration::ZERO), 0);
+    }
 }
