@@ -225,26 +225,35 @@ def reader():
     log.flush()
 th = threading.Thread(target=reader, daemon=True); th.start()
 hwm_kb = 0; threads = {}; busy = []  # busy: (t, process cpu seconds)
-pid = proc.pid
+# `gmv run --kafka` works in a child process (its worker); a process and
+# its children are measured together.
+def tree(pid):
+    try:
+        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    except OSError:
+        kids = []
+    return [pid] + [int(k) for k in kids]
+last_cpu = {}
 while True:
-    try:
-        for l in open(f"/proc/{pid}/status"):
-            if l.startswith("VmHWM:"): hwm_kb = max(hwm_kb, int(l.split()[1]))
-    except OSError:
-        pass
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        tids = []
-    total = 0.0
-    for tid in tids:
-        c = cpu_of(f"/proc/{pid}/task/{tid}/stat")
-        if c is None: continue
-        try: name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
-        except OSError: continue
-        threads[tid] = (name, c)
-    pc = cpu_of(f"/proc/{pid}/stat")
-    if pc is not None: busy.append((time.time() - t0, pc))
+    for pid in tree(proc.pid):
+        try:
+            for l in open(f"/proc/{pid}/status"):
+                if l.startswith("VmHWM:"): hwm_kb = max(hwm_kb, int(l.split()[1]))
+        except OSError:
+            pass
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            tids = []
+        for tid in tids:
+            c = cpu_of(f"/proc/{pid}/task/{tid}/stat")
+            if c is None: continue
+            try: name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            except OSError: continue
+            threads[tid] = (name, c)
+        pc = cpu_of(f"/proc/{pid}/stat")
+        if pc is not None: last_cpu[pid] = pc
+    busy.append((time.time() - t0, sum(last_cpu.values())))
     if proc.poll() is not None: break
     time.sleep(0.1)
 proc.wait()

@@ -13,6 +13,8 @@
 //! - [`http`]: the live feed server on a runtime of its own.
 //! - [`dead_letters`]: the dead-letter file, created at the first rejection.
 //! - [`term`]: the progress line, and numbers and money for reading.
+//! - [`supervise`]: a Kafka run's worker process, and the parent that
+//!   turns a crash of the Kafka client into a plain error.
 //!
 //! # Exit codes
 //! 0: done. 1: a runtime failure (input unreadable, cluster unreachable,
@@ -28,6 +30,7 @@ mod config;
 mod dead_letters;
 mod http;
 mod local;
+mod supervise;
 mod term;
 
 use clap::{CommandFactory, Parser};
@@ -47,6 +50,8 @@ pub enum Ended {
     Signal(i32),
     /// Done, but the report covers only part of the input (exit 1).
     Incomplete,
+    /// A worker process's own exit code, passed on.
+    Exit(u8),
 }
 
 impl Ended {
@@ -55,6 +60,7 @@ impl Ended {
             Ended::Done => ExitCode::SUCCESS,
             Ended::Signal(signal) => ExitCode::from(128u8.saturating_add(signal as u8)),
             Ended::Incomplete => ExitCode::FAILURE,
+            Ended::Exit(code) => ExitCode::from(code),
         }
     }
 }

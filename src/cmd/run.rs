@@ -5,6 +5,7 @@ use crate::cli::RunArgs;
 use crate::config::{check_kafka_properties, Config, ConfigProblems, Loaded, PropertyCheck};
 use crate::dead_letters::LazyDeadLetters;
 use crate::local::{Local, Output, ReportTo};
+use crate::supervise;
 use crate::Ended;
 use anyhow::Result;
 use gmv_pipeline::chunks::{
@@ -25,6 +26,9 @@ const STREAM_LINGER: Duration = Duration::from_millis(50);
 
 /// Runs `gmv run`.
 pub fn execute(args: &RunArgs, config_file: Option<&Path>) -> Result<Ended> {
+    if args.input.is_none() && !supervise::is_worker() {
+        return supervise::run_in_worker();
+    }
     let loaded = Config::load(
         config_file,
         &args

@@ -251,9 +251,9 @@ impl Lifecycle {
     }
 
     /// Cancels the run on SIGINT or SIGTERM, remembering which. Installed
-    /// once per process, by the command that owns the run. A second signal
-    /// while stopping exits at once; the first starts the timer of
-    /// [`Lifecycle::bound_stops`], here `grace`.
+    /// once per process, by the command that owns the run. The first
+    /// starts the timer of [`Lifecycle::bound_stops`], here `grace`; a
+    /// second one, [`SAME_REQUEST`] or more later, exits at once.
     pub fn cancel_on_signals(&self, grace: Duration) -> std::io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         self.bound_stops(grace);
@@ -262,14 +262,12 @@ impl Lifecycle {
         std::thread::Builder::new()
             .name("gmv-signals".into())
             .spawn(move || {
+                let mut first: Option<Instant> = None;
                 for signal in signals.forever() {
-                    if lifecycle
-                        .inner
-                        .signal
-                        .load(std::sync::atomic::Ordering::SeqCst)
-                        != 0
-                    {
-                        exit_now(128 + signal, "a second signal came while stopping");
+                    match first {
+                        Some(at) if at.elapsed() < SAME_REQUEST => continue,
+                        Some(_) => exit_now(128 + signal, "a second signal came while stopping"),
+                        None => first = Some(Instant::now()),
                     }
                     // Recorded whatever the run is doing: one that has ended
                     // and only serves on waits for exactly this.
@@ -288,6 +286,11 @@ impl Lifecycle {
         Ok(())
     }
 }
+
+/// Signals this close together are one request to stop: a terminal's
+/// Ctrl-C or a service manager's SIGTERM reaches a Kafka run's worker
+/// process both directly and forwarded by its parent.
+pub const SAME_REQUEST: Duration = Duration::from_secs(1);
 
 /// Ends the process with `code`, saying why it did not finish in order.
 fn exit_now(code: i32, why: &str) -> ! {
