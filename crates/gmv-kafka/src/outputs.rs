@@ -23,7 +23,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Counts what librdkafka could not deliver, by kind.
@@ -141,6 +141,10 @@ pub struct Outputs {
     announced: Mutex<HashSet<(String, String)>>,
     /// Reads of the alerts topic under way: alerts wait while any is.
     holds: AtomicUsize,
+    /// A read was given up (the run stopped or failed first): the announced
+    /// set is incomplete for good, so no alert goes out any more; the
+    /// partitions' next owners offer their crossings again.
+    announced_unknown: AtomicBool,
 }
 
 /// The configuration every client of `config` starts from: the bootstrap
@@ -183,6 +187,7 @@ impl Outputs {
             snapshots_topic: config.snapshots_topic.clone(),
             announced: Mutex::new(HashSet::new()),
             holds: AtomicUsize::new(0),
+            announced_unknown: AtomicBool::new(false),
         })
     }
 
@@ -282,13 +287,22 @@ impl Outputs {
         self.holds.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Ends one [`Self::hold_alerts`].
-    pub fn release_alerts(&self) {
+    /// Ends one [`Self::hold_alerts`], the announced set read (`true`) or
+    /// given up (`false`: alerts stay held for the rest of the run).
+    pub fn release_alerts(&self, read: bool) {
+        if !read {
+            self.announced_unknown.store(true, Ordering::SeqCst);
+        }
         self.holds.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Whether alerts wait (offer them again later).
     pub fn alerts_held(&self) -> bool {
+        self.reading_announced() || self.announced_unknown.load(Ordering::SeqCst)
+    }
+
+    /// Whether a read of the alerts topic is under way.
+    pub fn reading_announced(&self) -> bool {
         self.holds.load(Ordering::SeqCst) > 0
     }
 
@@ -630,5 +644,26 @@ mod tests {
         assert_eq!(in_flight.wait_for(in_flight.mark(), Duration::ZERO), 1);
         in_flight.close(later);
         assert_eq!(in_flight.wait_for(in_flight.mark(), Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn alerts_wait_while_the_announced_set_is_read_and_for_good_once_a_read_is_given_up() {
+        // No broker needed: librdkafka connects only when it sends.
+        let outputs = Outputs::new(&KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaConfig::default()
+        })
+        .expect("producer");
+        outputs.hold_alerts();
+        outputs.hold_alerts();
+        assert!(outputs.alerts_held() && outputs.reading_announced());
+        outputs.release_alerts(true);
+        assert!(outputs.alerts_held(), "one read is still under way");
+        outputs.release_alerts(true);
+        assert!(!outputs.alerts_held());
+        outputs.hold_alerts();
+        outputs.release_alerts(false);
+        assert!(!outputs.reading_announced(), "a stop need not wait");
+        assert!(outputs.alerts_held(), "nothing is announced unchecked");
     }
 }

@@ -845,7 +845,8 @@ pub(crate) fn run_member(shared: Arc<Shared>, index: usize) -> Result<(), KafkaE
     member.report_lag(&consumer);
     // Crossings held while the alerts topic was read go out before the end.
     let held_since = Instant::now();
-    while shared.outputs.alerts_held() && held_since.elapsed() < shared.config.connect_timeout {
+    while shared.outputs.reading_announced() && held_since.elapsed() < shared.config.connect_timeout
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     member.offer_all();

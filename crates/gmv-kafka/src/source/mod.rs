@@ -153,25 +153,31 @@ impl Shared {
         let spawned = std::thread::Builder::new()
             .name("gmv-announced".into())
             .spawn(move || {
+                // `None`: given up, the run stopping.
                 let result = loop {
                     match shared.outputs.reload_announced(&shared.config) {
                         Err(error) if error.is_transient() => {
                             tracing::warn!(%error, "cannot read the alerts topic yet; alerts wait, trying again in {RETRY_AFTER:?}");
                             if shared.lifecycle.sleep(RETRY_AFTER) {
-                                break Ok(0);
+                                break None;
                             }
                         }
-                        other => break other,
+                        other => break Some(other),
                     }
                 };
-                shared.outputs.release_alerts();
+                shared
+                    .outputs
+                    .release_alerts(matches!(result, Some(Ok(_))));
                 match result {
-                    Ok(n) => tracing::debug!(alerts = n, "announced alerts read"),
-                    Err(error) => shared.fail(error),
+                    Some(Ok(n)) => tracing::debug!(alerts = n, "announced alerts read"),
+                    Some(Err(error)) => shared.fail(error),
+                    None => tracing::warn!(
+                        "stopping before the alerts topic could be read: this run announces no more alerts; the next owners of its partitions do"
+                    ),
                 }
             });
         if let Err(source) = spawned {
-            self.outputs.release_alerts();
+            self.outputs.release_alerts(false);
             self.fail(KafkaError::Thread {
                 what: "starting the alerts-topic reader",
                 source,
