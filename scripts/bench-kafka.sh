@@ -77,6 +77,15 @@ IDLE=3s
 # second member's join can take ~3 s on tansu, so 3 s idle could end it first.
 LAT_IDLE=${BENCH_LATENCY_IDLE:-10s}
 GMV=${BENCH_GMV:-target/release/gmv}
+# What the summary calls the binary measured: the checkout's commit, or the
+# path given in BENCH_GMV (a previous commit's binary is not this checkout).
+gmv_label() {
+  if [[ -n ${BENCH_GMV:-} ]]; then
+    echo "$BENCH_GMV"
+  else
+    git describe --always --dirty 2>/dev/null || echo '?'
+  fi
+}
 BARE=target/release/examples/bare_consumer
 BROKER_SCRIPT=scripts/kafka-broker.sh
 
@@ -570,7 +579,7 @@ echo "  run: --workers $WORKERS, --exit-when-idle $IDLE${PUBLISH_INTERVAL:+, --p
 echo "  bare consumer: $BARE_THREADS members, gmv's client settings + cooperative-sticky${BARE_X[*]:+, ${BARE_X[*]}}"
 SUMMARY=$OUT/summary.txt
 {
-  echo "machine: $MACHINE; tansu memory store on the same box; gmv $(git describe --always --dirty 2>/dev/null || echo '?')"
+  echo "machine: $MACHINE; tansu memory store on the same box; gmv $(gmv_label)"
   echo "gmv run --workers $WORKERS; bare consumer $BARE_THREADS members (gmv's client settings + cooperative-sticky)"
 } >"$SUMMARY"
 
