@@ -12,11 +12,15 @@
 #
 # Environment: GMV_TANSU_ROOT (install root, default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/gmv-stream/tansu), GMV_BROKER_PORT (default
-# 19092), GMV_BROKER_STORAGE (memory, the default, or sqlite: a log on disk,
-# which needs GMV_TANSU_FEATURES=dynostore,libsql at install; docs/faults.md
-# says how it fares across a restart). State (log, pid file, tansu.db) lives
-# in ${TMPDIR:-/tmp}/gmv-tansu-PORT/. The memory store never frees: restart
-# the broker to empty it.
+# 19092), GMV_BROKER_STORAGE: memory (the default), sqlite (a log on disk;
+# needs GMV_TANSU_FEATURES=dynostore,libsql at install) or postgres (a
+# PostgreSQL cluster of the broker's own on port PORT+1, started and stopped
+# with it; needs GMV_TANSU_FEATURES=dynostore,postgres at install, the
+# postgresql package, and GMV_TANSU_PG_SCHEMA: tansu's PostgreSQL schema,
+# etc/initdb.d/010-schema.sql in its repository at v0.6.0). docs/faults.md
+# says how each fares across a restart. State (log, pid file, tansu.db,
+# pgdata) lives in ${TMPDIR:-/tmp}/gmv-tansu-PORT/. The memory store never
+# frees: restart the broker to empty it.
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -29,7 +33,7 @@ die() { echo "kafka-broker: $*" >&2; exit 1; }
 log() { echo "kafka-broker: $*" >&2; }
 
 usage() {
-  sed -n '2,19s/^# \{0,1\}//p' "$0" >&2
+  sed -n '2,23s/^# \{0,1\}//p' "$0" >&2
   exit "${1:-2}"
 }
 
@@ -45,8 +49,74 @@ setup_port() {
     memory) STORAGE=memory://tansu/ ;;
     # tansu reads the path as relative, so it is opened from STATE_DIR.
     sqlite) STORAGE=sqlite://tansu.db ;;
-    *) die "GMV_BROKER_STORAGE must be memory or sqlite, not ${GMV_BROKER_STORAGE}" ;;
+    postgres)
+      PG_PORT=$((PORT + 1))
+      PG_DATA=$STATE_DIR/pgdata
+      STORAGE=postgres://postgres:postgres@127.0.0.1:$PG_PORT/postgres
+      ;;
+    *) die "GMV_BROKER_STORAGE must be memory, sqlite or postgres, not ${GMV_BROKER_STORAGE}" ;;
   esac
+}
+
+# PostgreSQL refuses to run as root: as root, its commands run as the
+# postgres user.
+as_postgres() {
+  if ((EUID == 0)); then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# Starts the broker's own PostgreSQL cluster (made, with tansu's schema, on
+# first use; kept across broker restarts: that is the point of it).
+pg_start() {
+  local bin
+  bin=$(pg_bin)
+  local log=$STATE_DIR/postgres.log
+  if [[ ! -f $PG_DATA/PG_VERSION ]]; then
+    local schema=${GMV_TANSU_PG_SCHEMA:-}
+    [[ -f $schema ]] || die "GMV_BROKER_STORAGE=postgres needs GMV_TANSU_PG_SCHEMA: tansu's PostgreSQL schema (etc/initdb.d/010-schema.sql in tansu's repository at v$TANSU_VERSION)"
+    mkdir -p "$PG_DATA"
+    chmod 700 "$PG_DATA"
+    echo postgres >"$STATE_DIR/pg.password"
+    if ((EUID == 0)); then
+      # The postgres user must reach its directory.
+      chmod o+x "$STATE_DIR" "$(dirname "$STATE_DIR")"
+      chown postgres "$PG_DATA" "$STATE_DIR/pg.password"
+      touch "$log" && chown postgres "$log"
+    fi
+    as_postgres "$bin/initdb" -D "$PG_DATA" -U postgres --auth=scram-sha-256 \
+      --pwfile="$STATE_DIR/pg.password" >>"$log" 2>&1 || die "initdb failed; log: $log"
+    pg_run "$bin" "$log"
+    PGPASSWORD=postgres "$bin/psql" -v ON_ERROR_STOP=1 -q -h 127.0.0.1 -p "$PG_PORT" \
+      -U postgres -d postgres -f "$schema" >>"$log" 2>&1 || die "applying $schema failed; log: $log"
+  elif ! as_postgres "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+    pg_run "$bin" "$log"
+  fi
+}
+
+# PostgreSQL's programs: GMV_PG_BIN, else the newest Debian install.
+pg_bin() {
+  local bin=${GMV_PG_BIN:-}
+  if [[ -z $bin ]]; then
+    bin=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+  fi
+  [[ -x $bin/pg_ctl ]] || die "no PostgreSQL found (install the postgresql package, or set GMV_PG_BIN)"
+  echo "$bin"
+}
+
+pg_run() {
+  as_postgres "$1/pg_ctl" -D "$PG_DATA" -l "$2" -w -o \
+    "-p $PG_PORT -k $PG_DATA -c listen_addresses=127.0.0.1" start >/dev/null 2>&1 ||
+    die "PostgreSQL did not start on 127.0.0.1:$PG_PORT; log: $2"
+}
+
+pg_stop() {
+  [[ -f $PG_DATA/postmaster.pid ]] || return 0
+  local bin
+  bin=$(pg_bin)
+  as_postgres "$bin/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
@@ -109,9 +179,13 @@ cmd_start() {
   if [[ $STORAGE == sqlite* ]] && ! installed_with_features libsql; then
     die "this tansu has no sqlite store; run: GMV_TANSU_FEATURES=dynostore,libsql $0 install"
   fi
+  if [[ $STORAGE == postgres* ]] && ! installed_with_features postgres; then
+    die "this tansu has no postgres store; run: GMV_TANSU_FEATURES=dynostore,postgres $0 install"
+  fi
   port_open && die "port $PORT is already in use by another process"
   mkdir -p "$STATE_DIR"
   rm -f "$PID_FILE"
+  [[ $STORAGE == postgres* ]] && pg_start
   # stdout/stderr must not inherit ours: callers use $(... start).
   (cd "$STATE_DIR" && exec nohup "$TANSU" broker \
     --listener-url "tcp://$ADDR" \
@@ -144,6 +218,7 @@ cmd_stop() {
   local pid
   if ! pid=$(broker_pid); then
     rm -f "$PID_FILE"
+    [[ $STORAGE == postgres* ]] && pg_stop
     log "not running on $ADDR"
     return 0
   fi
@@ -158,6 +233,7 @@ cmd_stop() {
     sleep 0.05
   done
   rm -f "$PID_FILE"
+  [[ $STORAGE == postgres* ]] && pg_stop
   log "stopped pid $pid on $ADDR"
 }
 
