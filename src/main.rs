@@ -18,7 +18,7 @@
 //!
 //! # Exit codes
 //! 0: done. 1: a runtime failure (input unreadable, cluster unreachable,
-//! output not writable). 2: a usage or configuration error (nothing was
+//! output not writable, a Kafka run's worker process crashed). 2: a usage or configuration error (nothing was
 //! done): a bad flag or flag value, a configuration problem, a property
 //! librdkafka refuses, a run report `gmv report` cannot take.
 //! 130 / 143: stopped by SIGINT / SIGTERM (what was read is counted and
