@@ -1659,39 +1659,13 @@ fn a_broker_frozen_for_ten_seconds_mid_stream_neither_loses_nor_doubles_an_event
     let Some(broker) = PrivateBroker::start() else {
         return;
     };
-    let cluster = Cluster::Real(broker.address());
-    let setup = Setup::new(&cluster, "frozen");
-    // About 15 s of traffic: records arrive before, during and after the
-    // outage, through a producer that must ride it out too.
-    let (input, mut producer) = setup.produce_paced(300_000, 20_000);
-    let want = Reference::compute(&input);
-    let report = setup.dir.path().join("frozen-report.json");
-    let (mut child, assigned) = setup.spawn_run(&[
-        "--exit-when-idle",
-        "5s",
-        "--report",
-        report.to_str().expect("utf-8"),
-    ]);
-    assigned
-        .recv_timeout(Duration::from_secs(40))
-        .expect("assigned");
-    wait_for_a_checkpoint(&setup, Duration::from_secs(30));
-    assert!(
-        producer.try_wait().expect("wait").is_none(),
-        "the outage must come mid-stream"
-    );
-    broker.freeze();
-    std::thread::sleep(Duration::from_secs(10));
-    broker.thaw();
-    let (produced, _) = exits_within(&mut producer, Duration::from_secs(120));
-    assert!(produced.success(), "the producer rides out the outage");
-    let (status, _) = exits_within(&mut child, Duration::from_secs(180));
-    assert!(status.success(), "{status:?}");
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("JSON");
-    check_report(&report, &want, &setup.thresholds);
-    setup.check_alerts_topic(&report, &want);
-    setup.check_dead_letter_topic(&want, true);
+    let setup = Setup::new(&Cluster::Real(broker.address()), "frozen");
+    // About 15 s of traffic.
+    rides_out_an_outage(&setup, (300_000, 20_000), "5s", || {
+        broker.freeze();
+        std::thread::sleep(Duration::from_secs(10));
+        broker.thaw();
+    });
 }
 
 #[test]
@@ -1699,8 +1673,7 @@ fn a_broker_killed_and_back_ten_seconds_later_on_durable_storage_loses_and_doubl
     let Some(broker) = PrivateBroker::start_durable() else {
         return;
     };
-    let cluster = Cluster::Real(broker.address());
-    let setup = Setup::new(&cluster, "durable");
+    let setup = Setup::new(&Cluster::Real(broker.address()), "durable");
     // PostgreSQL 15 refuses tansu 0.6's query for the last committed
     // offset (a subquery without an alias); nothing here is transactional.
     let config = std::fs::read_to_string(&setup.config).expect("config");
@@ -1709,26 +1682,40 @@ fn a_broker_killed_and_back_ten_seconds_later_on_durable_storage_loses_and_doubl
         "[kafka.client]\n\"isolation.level\" = \"read_uncommitted\"\n[kafka.consumer]\n",
     );
     std::fs::write(&setup.config, config).expect("config written");
-    // About 20 s of traffic: records arrive before, during and after the
-    // outage, through a producer that must ride it out too.
-    let (input, mut producer) = setup.produce_paced(100_000, 5_000);
+    // About 20 s of traffic; a new group reads this store at about 10k/s.
+    rides_out_an_outage(&setup, (100_000, 5_000), "10s", || {
+        broker.kill_and_restart(Duration::from_secs(10));
+    });
+}
+
+/// Streams `events` at `rate` through a producer and `gmv run --kafka`,
+/// does `outage` to the broker once the run has checkpointed, mid-stream,
+/// and checks that both ride it out: the report, the alerts topic (each
+/// crossing once) and the dead-letter topic equal the independent answer.
+fn rides_out_an_outage(
+    setup: &Setup,
+    (events, rate): (u64, u64),
+    idle: &str,
+    outage: impl FnOnce(),
+) {
+    let (input, mut producer) = setup.produce_paced(events, rate);
     let want = Reference::compute(&input);
-    let report = setup.dir.path().join("durable-report.json");
+    let report = setup.dir.path().join("outage-report.json");
     let (mut child, assigned) = setup.spawn_run(&[
         "--exit-when-idle",
-        "10s",
+        idle,
         "--report",
         report.to_str().expect("utf-8"),
     ]);
     assigned
         .recv_timeout(Duration::from_secs(60))
         .expect("assigned");
-    wait_for_a_checkpoint(&setup, Duration::from_secs(60));
+    wait_for_a_checkpoint(setup, Duration::from_secs(60));
     assert!(
         producer.try_wait().expect("wait").is_none(),
         "the outage must come mid-stream"
     );
-    broker.kill_and_restart(Duration::from_secs(10));
+    outage();
     let (produced, _) = exits_within(&mut producer, Duration::from_secs(180));
     assert!(produced.success(), "the producer rides out the outage");
     let (status, _) = exits_within(&mut child, Duration::from_secs(300));
