@@ -114,6 +114,16 @@ impl Member {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         tracing::info!(member = %self.name, ?partitions, "assigned");
+        if self.shared.lifecycle.is_cancelled() {
+            // The run is ending and counts nothing more: a partition handed
+            // on as another member left keeps the figures that member
+            // published last, and the next run resumes it from its
+            // checkpoints. Taking it would register it in the view only to
+            // drop it again as this member leaves, and the report would
+            // miss it.
+            self.accept_as_given(consumer, tpl);
+            return;
+        }
         let started = Instant::now();
         // A partition assigned again while still held (librdkafka has taken
         // it for lost without saying so): what it processed after its last
@@ -209,16 +219,7 @@ impl Member {
                 }
             }
         }
-        let assigned = match consumer.rebalance_protocol() {
-            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
-            _ => consumer.assign(tpl),
-        };
-        if let Err(error) = assigned {
-            shared.fail(KafkaError::Client {
-                what: "assigning partitions",
-                source: error,
-            });
-        }
+        self.accept_as_given(consumer, tpl);
         if !partitions.is_empty() {
             tracing::info!(
                 member = %self.name,
@@ -269,6 +270,20 @@ impl Member {
             }
         }
         Some(out)
+    }
+
+    /// Tells librdkafka the assignment is taken (at the offsets `tpl` has).
+    fn accept_as_given(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let assigned = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+            _ => consumer.assign(tpl),
+        };
+        if let Err(error) = assigned {
+            self.shared.fail(KafkaError::Client {
+                what: "assigning partitions",
+                source: error,
+            });
+        }
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
