@@ -20,6 +20,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::metadata::Metadata;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashSet};
@@ -471,7 +472,8 @@ pub fn read_announced(config: &KafkaConfig) -> Result<HashSet<(String, String)>,
 }
 
 /// A client for metadata requests only.
-fn metadata_client(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
+/// A client for metadata look-ups only (it joins no group).
+pub fn metadata_client(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
     client_config(config)
         .create()
         .map_err(|source| KafkaError::Client {
@@ -502,12 +504,10 @@ pub fn topic_partitions(config: &KafkaConfig, topic: &str) -> Result<Option<usiz
             what: "reading topic metadata",
             source,
         })?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| t.partitions().len()))
+    Ok(match state_in(&metadata, topic) {
+        TopicState::Present(partitions) => Some(partitions),
+        TopicState::Missing | TopicState::Unclear => None,
+    })
 }
 
 /// What the cluster's metadata says about a topic, when it answers.
@@ -521,14 +521,17 @@ pub enum TopicState {
     Unclear,
 }
 
-/// Asks the cluster about `topic`, waiting at most `timeout`.
-pub fn topic_state(config: &KafkaConfig, topic: &str, timeout: Duration) -> TopicState {
-    let Ok(consumer) = metadata_client(config) else {
-        return TopicState::Unclear;
-    };
-    let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else {
-        return TopicState::Unclear;
-    };
+/// Asks the cluster about `topic` through `client` (a
+/// [`metadata_client`]), waiting at most `timeout`.
+pub fn topic_state(client: &BaseConsumer, topic: &str, timeout: Duration) -> TopicState {
+    match client.fetch_metadata(Some(topic), timeout) {
+        Ok(metadata) => state_in(&metadata, topic),
+        Err(_) => TopicState::Unclear,
+    }
+}
+
+/// What `metadata` says about `topic`.
+fn state_in(metadata: &Metadata, topic: &str) -> TopicState {
     match metadata.topics().iter().find(|t| t.name() == topic) {
         None => TopicState::Missing,
         Some(t) => match t.error().map(RDKafkaErrorCode::from) {

@@ -36,10 +36,9 @@ struct Inner {
     failure: Mutex<Option<TaskError>>,
     running: Mutex<usize>,
     idle: Condvar,
-    /// Longest a stop may take once asked for (see [`Lifecycle::bound_stops`]).
+    /// Longest a stop may take once asked for (see [`Lifecycle::bound_stops`]);
+    /// taken when its timer starts.
     grace: Mutex<Option<Duration>>,
-    /// Whether the grace timer runs.
-    timed: std::sync::atomic::AtomicBool,
 }
 
 /// The shared shutdown state of one run (cheap to clone).
@@ -83,7 +82,6 @@ impl Lifecycle {
                 running: Mutex::new(0),
                 idle: Condvar::new(),
                 grace: Mutex::new(None),
-                timed: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -126,16 +124,9 @@ impl Lifecycle {
 
     /// Starts the timer of [`Lifecycle::bound_stops`], once.
     fn start_grace(&self) {
-        let Some(grace) = *self.inner.grace.lock() else {
+        let Some(grace) = self.inner.grace.lock().take() else {
             return;
         };
-        if self
-            .inner
-            .timed
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            return;
-        }
         let lifecycle = self.clone();
         let _ = std::thread::Builder::new()
             .name("gmv-grace".into())

@@ -234,16 +234,14 @@ impl Member {
     /// The group's committed offset and its metadata for each of `tpl`'s
     /// partitions that has one. The store may read its chain from the
     /// metadata; a committed partition without checkpoints is state lost.
-    /// `None` when the group was not asked (leaving) or did not answer.
+    /// `None` when there was nothing to ask or the group did not answer.
     fn committed(
         &self,
         consumer: &BaseConsumer<Self>,
         tpl: &TopicPartitionList,
     ) -> Option<HashMap<(String, i32), (i64, String)>> {
         let mut out = HashMap::new();
-        // A member given partitions as it leaves only hands them on: the
-        // group's answer may never come while it is leaving.
-        if tpl.count() == 0 || self.shared.lifecycle.is_cancelled() {
+        if tpl.count() == 0 {
             return None;
         }
         // The changelog store reads less with the metadata; the directory

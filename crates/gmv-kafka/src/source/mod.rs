@@ -18,7 +18,8 @@ mod task;
 use crate::checkpoint::CheckpointStore;
 use crate::config::{KafkaConfig, StoreKind};
 use crate::outputs::{
-    ensure_topics, topic_partitions, topic_state, wait_for_cluster, Cleanup, Outputs, TopicState,
+    ensure_topics, metadata_client, topic_partitions, topic_state, wait_for_cluster, Cleanup,
+    Outputs, TopicState,
 };
 use crate::snapshots::SnapshotsTopic;
 use crate::KafkaError;
@@ -373,9 +374,16 @@ const WATCH_EVERY: Duration = Duration::from_secs(2);
 /// answer for a topic it is still loading.
 fn watch_input_topic(shared: &Shared, partitions: usize) {
     let topic = &shared.config.input_topic;
+    let mut client = None;
     let mut strikes = 0;
     while !shared.lifecycle.sleep(WATCH_EVERY) {
-        let lost = match topic_state(&shared.config, topic, WATCH_EVERY) {
+        if client.is_none() {
+            client = metadata_client(&shared.config).ok();
+        }
+        let Some(client) = &client else {
+            continue;
+        };
+        let lost = match topic_state(client, topic, WATCH_EVERY) {
             TopicState::Missing => Some(format!(
                 "the input topic `{topic}` is gone from the cluster (it had {partitions} partitions at start)"
             )),
